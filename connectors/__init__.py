@@ -1,0 +1,1 @@
+"""Sources at the edge: read social platforms, normalise to Post, publish to Kafka."""

@@ -1,0 +1,192 @@
+"""Decode and validate Post values against the Post contract (contracts.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from rules.errors import InvalidPost
+from rules.model import Author, Post
+
+MAX_POST_BYTES = 1_000_000
+"""A post value larger than this is rejected (``too_large``)."""
+_REQUIRED = ("id", "source", "text", "created_at")
+_METRIC_KEYS = ("likes", "reposts", "replies", "views")
+
+
+def parse_rfc3339_ms(value: str) -> int:
+    """RFC 3339 timestamp -> ms since the epoch; raises ValueError when malformed."""
+    if not value or len(value) > 40 or value[0] not in "0123456789":
+        msg = f"not an RFC 3339 timestamp: {value[:40]!r}"
+        raise ValueError(msg)
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        msg = f"timestamp has no UTC offset: {value!r}"
+        raise ValueError(msg)
+    return int(dt.timestamp() * 1000)
+
+
+def format_rfc3339_ms(ts_ms: int) -> str:
+    """ms since the epoch -> ``2026-11-27T10:00:03.120Z`` (ms only when non-zero)."""
+    from datetime import UTC
+
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if ts_ms % 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _opt_str(obj: dict[str, Any], key: str, where: str = "") -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidPost(
+            f"wrong_type:{where}{key}",
+            f"field '{where}{key}' must be a string; got {type(value).__name__}",
+        )
+    return value
+
+
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidPost(
+            f"wrong_type:{name}", f"field '{name}' must be an integer; got {type(value).__name__}"
+        )
+    if not -(2**63) <= value < 2**63:
+        raise InvalidPost(f"out_of_range:{name}", f"field '{name}' is out of range: {value}")
+    return value
+
+
+def post_from_dict(obj: Any) -> Post:
+    """Validate a decoded JSON value as a Post; raises InvalidPost."""
+    if not isinstance(obj, dict):
+        raise InvalidPost("not_an_object", f"a post must be a JSON object; got {type(obj).__name__}")
+    for key in _REQUIRED:
+        if key not in obj or obj[key] is None:
+            raise InvalidPost(f"missing_field:{key}", f"required field '{key}' is missing")
+        if not isinstance(obj[key], str):
+            raise InvalidPost(
+                f"wrong_type:{key}",
+                f"field '{key}' must be a string; got {type(obj[key]).__name__}",
+            )
+    if not obj["id"]:
+        raise InvalidPost("empty_field:id", "field 'id' must not be empty")
+    try:
+        created_ms = parse_rfc3339_ms(obj["created_at"])
+    except ValueError as exc:
+        raise InvalidPost("bad_timestamp:created_at", str(exc)) from None
+    ingested_ms = None
+    ingested = _opt_str(obj, "ingested_at")
+    if ingested is not None:
+        try:
+            ingested_ms = parse_rfc3339_ms(ingested)
+        except ValueError as exc:
+            raise InvalidPost("bad_timestamp:ingested_at", str(exc)) from None
+
+    author = None
+    raw_author = obj.get("author")
+    if raw_author is not None:
+        if not isinstance(raw_author, dict):
+            raise InvalidPost(
+                "wrong_type:author",
+                f"field 'author' must be an object; got {type(raw_author).__name__}",
+            )
+        followers = raw_author.get("followers")
+        author = Author(
+            id=_author_id(raw_author.get("id")),
+            handle=_opt_str(raw_author, "handle", "author."),
+            followers=0 if followers is None else max(0, _int(followers, "author.followers")),
+        )
+    metrics: dict[str, int] = {}
+    raw_metrics = obj.get("metrics")
+    if raw_metrics is not None:
+        if not isinstance(raw_metrics, dict):
+            raise InvalidPost(
+                "wrong_type:metrics",
+                f"field 'metrics' must be an object; got {type(raw_metrics).__name__}",
+            )
+        for key in _METRIC_KEYS:
+            if raw_metrics.get(key) is not None:
+                metrics[key] = _int(raw_metrics[key], f"metrics.{key}")
+    extra = obj.get("extra")
+    if extra is not None and not isinstance(extra, dict):
+        raise InvalidPost(
+            "wrong_type:extra", f"field 'extra' must be an object; got {type(extra).__name__}"
+        )
+    return Post(
+        id=obj["id"],
+        source=obj["source"],
+        text=obj["text"],
+        created_at_ms=created_ms,
+        created_at=obj["created_at"],
+        lang=_opt_str(obj, "lang"),
+        url=_opt_str(obj, "url"),
+        author=author,
+        metrics=metrics,
+        reply_to=_opt_str(obj, "reply_to"),
+        ingested_at_ms=ingested_ms,
+        extra=extra,
+    )
+
+
+def _author_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidPost(
+            "wrong_type:author.id",
+            f"field 'author.id' must be a string; got {type(value).__name__}",
+        )
+    return str(value)
+
+
+def decode_post(raw: bytes) -> Post:
+    """Bytes of one Post value -> Post; raises InvalidPost with the contract's reason codes."""
+    if len(raw) > MAX_POST_BYTES:
+        raise InvalidPost(
+            "too_large", f"post value is {len(raw)} bytes; the limit is {MAX_POST_BYTES}"
+        )
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = "invalid_utf8" if "utf-8" in str(exc).lower() else "invalid_json"
+        raise InvalidPost(reason, f"value is not valid UTF-8 JSON: {exc}") from None
+    return post_from_dict(obj)
+
+
+def post_to_dict(post: Post) -> dict[str, Any]:
+    """Post -> its contract JSON object (optional fields only when set)."""
+    d: dict[str, Any] = {
+        "id": post.id,
+        "source": post.source,
+        "text": post.text,
+        "created_at": post.created_at,
+    }
+    if post.lang is not None:
+        d["lang"] = post.lang
+    if post.url is not None:
+        d["url"] = post.url
+    if post.author is not None:
+        a: dict[str, Any] = {"followers": post.author.followers}
+        if post.author.id is not None:
+            a["id"] = post.author.id
+        if post.author.handle is not None:
+            a["handle"] = post.author.handle
+        d["author"] = a
+    if post.metrics:
+        d["metrics"] = dict(post.metrics)
+    if post.reply_to is not None:
+        d["reply_to"] = post.reply_to
+    if post.ingested_at_ms is not None:
+        d["ingested_at"] = format_rfc3339_ms(post.ingested_at_ms)
+    if post.extra is not None:
+        d["extra"] = post.extra
+    return d
+
+
+def encode_post(post: Post) -> bytes:
+    """Post -> UTF-8 JSON bytes of the contract."""
+    return orjson.dumps(post_to_dict(post))

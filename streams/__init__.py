@@ -1,0 +1,1 @@
+"""The Faust application around the rule engine: settings, app factory, agents, CLI."""
