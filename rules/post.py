@@ -43,8 +43,9 @@ def _opt_str(obj: dict[str, Any], key: str, where: str = "") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
+        msg = f"wrong_type:{where}{key}"
         raise InvalidPost(
-            f"wrong_type:{where}{key}",
+            msg,
             f"field '{where}{key}' must be a string; got {type(value).__name__}",
         )
     return value
@@ -52,46 +53,53 @@ def _opt_str(obj: dict[str, Any], key: str, where: str = "") -> str | None:
 
 def _int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidPost(
-            f"wrong_type:{name}", f"field '{name}' must be an integer; got {type(value).__name__}"
-        )
+        msg = f"wrong_type:{name}"
+        raise InvalidPost(msg, f"field '{name}' must be an integer; got {type(value).__name__}")
     if not -(2**63) <= value < 2**63:
-        raise InvalidPost(f"out_of_range:{name}", f"field '{name}' is out of range: {value}")
+        msg = f"out_of_range:{name}"
+        raise InvalidPost(msg, f"field '{name}' is out of range: {value}")
     return value
 
 
 def post_from_dict(obj: Any) -> Post:
     """Validate a decoded JSON value as a Post; raises InvalidPost."""
     if not isinstance(obj, dict):
-        raise InvalidPost("not_an_object", f"a post must be a JSON object; got {type(obj).__name__}")
+        msg = "not_an_object"
+        raise InvalidPost(msg, f"a post must be a JSON object; got {type(obj).__name__}")
     for key in _REQUIRED:
         if key not in obj or obj[key] is None:
-            raise InvalidPost(f"missing_field:{key}", f"required field '{key}' is missing")
+            msg = f"missing_field:{key}"
+            raise InvalidPost(msg, f"required field '{key}' is missing")
         if not isinstance(obj[key], str):
+            msg = f"wrong_type:{key}"
             raise InvalidPost(
-                f"wrong_type:{key}",
+                msg,
                 f"field '{key}' must be a string; got {type(obj[key]).__name__}",
             )
     if not obj["id"]:
-        raise InvalidPost("empty_field:id", "field 'id' must not be empty")
+        msg = "empty_field:id"
+        raise InvalidPost(msg, "field 'id' must not be empty")
     try:
         created_ms = parse_rfc3339_ms(obj["created_at"])
     except ValueError as exc:
-        raise InvalidPost("bad_timestamp:created_at", str(exc)) from None
+        msg = "bad_timestamp:created_at"
+        raise InvalidPost(msg, str(exc)) from None
     ingested_ms = None
     ingested = _opt_str(obj, "ingested_at")
     if ingested is not None:
         try:
             ingested_ms = parse_rfc3339_ms(ingested)
         except ValueError as exc:
-            raise InvalidPost("bad_timestamp:ingested_at", str(exc)) from None
+            msg = "bad_timestamp:ingested_at"
+            raise InvalidPost(msg, str(exc)) from None
 
     author = None
     raw_author = obj.get("author")
     if raw_author is not None:
         if not isinstance(raw_author, dict):
+            msg = "wrong_type:author"
             raise InvalidPost(
-                "wrong_type:author",
+                msg,
                 f"field 'author' must be an object; got {type(raw_author).__name__}",
             )
         followers = raw_author.get("followers")
@@ -104,8 +112,9 @@ def post_from_dict(obj: Any) -> Post:
     raw_metrics = obj.get("metrics")
     if raw_metrics is not None:
         if not isinstance(raw_metrics, dict):
+            msg = "wrong_type:metrics"
             raise InvalidPost(
-                "wrong_type:metrics",
+                msg,
                 f"field 'metrics' must be an object; got {type(raw_metrics).__name__}",
             )
         for key in _METRIC_KEYS:
@@ -113,9 +122,8 @@ def post_from_dict(obj: Any) -> Post:
                 metrics[key] = _int(raw_metrics[key], f"metrics.{key}")
     extra = obj.get("extra")
     if extra is not None and not isinstance(extra, dict):
-        raise InvalidPost(
-            "wrong_type:extra", f"field 'extra' must be an object; got {type(extra).__name__}"
-        )
+        msg = "wrong_type:extra"
+        raise InvalidPost(msg, f"field 'extra' must be an object; got {type(extra).__name__}")
     return Post(
         id=obj["id"],
         source=obj["source"],
@@ -136,8 +144,9 @@ def _author_id(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
+        msg = "wrong_type:author.id"
         raise InvalidPost(
-            "wrong_type:author.id",
+            msg,
             f"field 'author.id' must be a string; got {type(value).__name__}",
         )
     return str(value)
@@ -146,9 +155,8 @@ def _author_id(value: Any) -> str | None:
 def decode_post(raw: bytes) -> Post:
     """Bytes of one Post value -> Post; raises InvalidPost with the contract's reason codes."""
     if len(raw) > MAX_POST_BYTES:
-        raise InvalidPost(
-            "too_large", f"post value is {len(raw)} bytes; the limit is {MAX_POST_BYTES}"
-        )
+        msg = "too_large"
+        raise InvalidPost(msg, f"post value is {len(raw)} bytes; the limit is {MAX_POST_BYTES}")
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
