@@ -1,0 +1,205 @@
+"""Local fake platform servers on 127.0.0.1 that speak each platform's real protocol.
+
+Payloads are shaped like the platforms' documented responses. Each fake keeps the
+items it has "published" and serves them the way the platform does (REST pages,
+SSE, newline-delimited JSON, WebSocket), with knobs to inject failures: an error
+status for the next requests, and a connection dropped mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+DROP = object()
+"""Put on a stream queue: the server aborts the connection there (no clean end)."""
+
+
+@dataclass
+class Failure:
+    """An error response to give instead of the real one."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = '{"error": "injected"}'
+
+
+class FakeServer:
+    """Base: failure injection, live stream queues, start/stop on a free port."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, list[Failure]] = {}
+        """route name -> failures to give, first first."""
+        self.listeners: list[asyncio.Queue[Any]] = []
+        self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
+        """(path, query, headers) of every request, in order."""
+        self.connected = asyncio.Event()
+
+    def fail(self, route: str, *failures: Failure) -> None:
+        self.failures.setdefault(route, []).extend(failures)
+
+    def _failure(self, route: str) -> web.Response | None:
+        pending = self.failures.get(route)
+        if pending:
+            f = pending.pop(0)
+            return web.Response(status=f.status, headers=f.headers, text=f.body)
+        return None
+
+    def _log(self, request: web.Request) -> None:
+        self.requests.append((request.path, dict(request.query), dict(request.headers)))
+
+    def push(self, chunk: Any) -> None:
+        """Send bytes (or DROP) to every open stream."""
+        for q in list(self.listeners):
+            q.put_nowait(chunk)
+
+    def drop_streams(self) -> None:
+        self.push(DROP)
+
+    async def wait_connected(self, timeout_s: float = 2.0) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    async def _stream(
+        self, request: web.Request, content_type: str, first: bytes = b""
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        self.listeners.append(q)
+        self.connected.set()
+        try:
+            if first:
+                await resp.write(first)
+            while True:
+                chunk = await q.get()
+                if chunk is None:
+                    break
+                if chunk is DROP:
+                    assert request.transport is not None
+                    request.transport.close()
+                    break
+                await resp.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.listeners.remove(q)
+            if not self.listeners:
+                self.connected.clear()
+        return resp
+
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+
+@asynccontextmanager
+async def serve(server: FakeServer) -> AsyncIterator[str]:
+    """Run ``server`` on 127.0.0.1:<free port>; yields its base URL."""
+    runner = web.AppRunner(server.app(), shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=0.2)
+    await site.start()
+    assert runner.addresses
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.push(None)
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
+# ------------------------------------------------------------------ mastodon
+
+
+def mastodon_status(
+    sid: int, text: str = "hello", *, created: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A Status entity as the Mastodon API documents it."""
+    status: dict[str, Any] = {
+        "id": str(sid),
+        "created_at": created or f"2026-11-27T10:{sid % 60:02d}:03.000Z",
+        "in_reply_to_id": None,
+        "in_reply_to_account_id": None,
+        "sensitive": False,
+        "spoiler_text": "",
+        "visibility": "public",
+        "language": "en",
+        "uri": f"https://social.example/users/kim/statuses/{sid}",
+        "url": f"https://social.example/@kim/{sid}",
+        "replies_count": 1,
+        "reblogs_count": 12,
+        "favourites_count": 3,
+        "content": f"<p>{text}</p>",
+        "reblog": None,
+        "account": {
+            "id": "109",
+            "username": "kim",
+            "acct": "kim",
+            "display_name": "Kim",
+            "followers_count": 5120,
+            "url": "https://social.example/@kim",
+        },
+        "media_attachments": [],
+        "mentions": [],
+        "tags": [],
+    }
+    status.update(fields)
+    return status
+
+
+class FakeMastodon(FakeServer):
+    """REST timelines (min_id paging, newest first, Link headers) and SSE streaming."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[dict[str, Any]] = []
+
+    def publish(self, status: dict[str, Any]) -> None:
+        """A new status: stored for REST, sent to open streams as an ``update`` event."""
+        self.statuses.append(status)
+        self.push_event("update", json.dumps(status))
+
+    def push_event(self, event: str, data: str) -> None:
+        self.push(f"event: {event}\ndata: {data}\n\n".encode())
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v1/timelines/public", self.timeline)
+        app.router.add_get("/api/v1/timelines/tag/{tag}", self.timeline)
+        app.router.add_get("/api/v1/streaming/public", self.streaming)
+        app.router.add_get("/api/v1/streaming/hashtag", self.streaming)
+        return app
+
+    async def timeline(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (failure := self._failure("rest")) is not None:
+            return failure
+        limit = int(request.query.get("limit", "20"))
+        ordered = sorted(self.statuses, key=lambda s: int(s["id"]))
+        if "min_id" in request.query:
+            after = [s for s in ordered if int(s["id"]) > int(request.query["min_id"])]
+            page = after[:limit]
+        else:
+            page = ordered[-limit:]
+        page = list(reversed(page))
+        headers = {}
+        if page:
+            base = f"http://{request.host}{request.path}"
+            headers["Link"] = (
+                f'<{base}?max_id={page[-1]["id"]}>; rel="next", '
+                f'<{base}?min_id={page[0]["id"]}>; rel="prev"'
+            )
+        return web.json_response(page, headers=headers)
+
+    async def streaming(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (failure := self._failure("stream")) is not None:
+            return failure
+        return await self._stream(request, "text/event-stream", b":)\n")
