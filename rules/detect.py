@@ -1,0 +1,437 @@
+"""The detector: per-brand event-time windows, velocity rules and incidents.
+
+Time is the watermark the caller passes (max event time seen - allowed
+lateness); nothing here reads a clock.  Rules are evaluated at fixed boundaries
+every ``step_ms`` aligned to the epoch: once the watermark reaches a boundary T,
+every rule of the brand is evaluated for ``[T - window_ms, T)`` using only hits
+created before T.  A hit created before the brand's last evaluated boundary is
+late (counted in ``late``, never added).  So the decisions do not depend on
+arrival order as long as no hit is late, and the live worker and ``backtest``
+decide the same.  See docs/detection.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_left
+from dataclasses import dataclass
+
+from rules.alerts import AlertEvent, sample_object, window_figures
+from rules.baseline import SENSITIVITY_K, adaptive_threshold, adaptive_tiles, mean_level
+from rules.incidents import (
+    ESCALATED,
+    OPENED,
+    RESOLVED,
+    Incident,
+    event_id,
+    higher,
+    incident_id,
+    reached_severity,
+)
+from rules.model import Brand, Hit, KeywordRule, Rule, RuleSet
+from rules.post import format_rfc3339_ms
+from rules.state import BrandState, dump_state, load_state
+from rules.windows import DAY_MS, HIST_MS, TILE_MS, Series, ceil_steps, floor_to, range_sum
+
+__all__ = [
+    "AlertEvent",
+    "BrandState",
+    "Detector",
+    "dump_state",
+    "load_state",
+]
+
+log = logging.getLogger(__name__)
+
+KEYWORD_BASELINE_MS = DAY_MS
+"""Keyword rules have no baseline of their own; events report this one (24 h)."""
+DEDUP_PRUNE_EVERY_MS = 3_600_000
+MENTIONS = "mentions"
+
+
+@dataclass(frozen=True, slots=True)
+class RulePlan:
+    """One rule, with the figures the detector needs precomputed."""
+
+    rule: Rule
+    series: str
+    """The counted series: a keyword rule's own id, or a velocity rule's ``of``."""
+    window_ms: int
+    """Window rounded up to whole steps."""
+    baseline_ms: int
+    min_count: int
+    """At least 1: a window without hits never opens anything."""
+    min_authors: int
+    ratio: float | None
+    k: float | None
+    """Robust z-score for ``sensitivity`` rules."""
+    warmup_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrandPlan:
+    """All rules of one brand, ready to evaluate."""
+
+    brand: Brand
+    rules: tuple[RulePlan, ...]
+    series: frozenset[str]
+    adaptive_series: frozenset[str]
+    max_window_ms: int
+    max_baseline_ms: int
+
+
+def _plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
+    keyword_ids = {r.id for r in brand.rules if isinstance(r, KeywordRule)}
+    plans: list[RulePlan] = []
+    for rule in brand.rules:
+        window_ms = ceil_steps(rule.window_ms, step_ms)
+        if isinstance(rule, KeywordRule):
+            plans.append(
+                RulePlan(rule, rule.id, window_ms, KEYWORD_BASELINE_MS, max(1, rule.min_count),
+                         0, None, None, 0)
+            )  # fmt: skip
+            continue
+        if rule.of != MENTIONS and rule.of not in keyword_ids:
+            log.warning("brand %s rule %s: unknown series %r; rule ignored", brand.id, rule.id,
+                        rule.of)  # fmt: skip
+            continue
+        k = None
+        if rule.ratio is None:
+            k = SENSITIVITY_K[rule.sensitivity or "medium"]
+        plans.append(
+            RulePlan(rule, rule.of, window_ms, rule.baseline_ms, max(1, rule.min_count),
+                     rule.min_authors, rule.ratio, k, rule.effective_warmup_ms)
+        )  # fmt: skip
+    return BrandPlan(
+        brand=brand,
+        rules=tuple(plans),
+        series=frozenset({MENTIONS} | keyword_ids),
+        adaptive_series=frozenset(p.series for p in plans if p.k is not None),
+        max_window_ms=max((p.window_ms for p in plans), default=step_ms),
+        max_baseline_ms=max((p.baseline_ms for p in plans), default=KEYWORD_BASELINE_MS),
+    )
+
+
+class _Window:
+    """Lazily computed figures of one rule's window ``[start_ms, end_ms)``."""
+
+    __slots__ = ("_authors", "_level", "_reach", "count", "end_ms", "rp", "series", "start_ms",
+                 "state")  # fmt: skip
+
+    def __init__(self, state: BrandState, rp: RulePlan, series: Series | None, end_ms: int,
+                 count: int) -> None:  # fmt: skip
+        self.state = state
+        self.rp = rp
+        self.series = series
+        self.end_ms = end_ms
+        self.start_ms = end_ms - rp.window_ms
+        self.count = count
+        self._level: float | None = None
+        self._authors: int | None = None
+        self._reach: int | None = None
+
+    def level(self) -> float:
+        """Baseline: mean count per window over the baseline period, floored at 1."""
+        if self._level is None:
+            anchor = floor_to(self.start_ms, HIST_MS)
+            first_hit = self.state.first_hit_ms
+            first = anchor if first_hit is None else floor_to(first_hit, HIST_MS)
+            span = min(self.rp.baseline_ms, anchor - first)
+            total = 0
+            if self.series is not None and span > 0:
+                key = (self.rp.series, "base", self.rp.baseline_ms)
+                total, cache = range_sum(self.series.hist, anchor - span, anchor, HIST_MS,
+                                         self.state.range_cache(key))  # fmt: skip
+                self.state.cache[key] = cache
+            self._level = mean_level(total, span, self.rp.window_ms)
+        return self._level
+
+    def ratio(self) -> float:
+        return self.count / self.level()
+
+    def authors(self) -> int:
+        if self._authors is None:
+            s = self.series
+            self._authors = s.window_authors(self.start_ms, self.end_ms) if s else 0
+        return self._authors
+
+    def reach(self) -> int:
+        if self._reach is None:
+            s = self.series
+            self._reach = s.window_reach(self.start_ms, self.end_ms) if s else 0
+        return self._reach
+
+    def adaptive_ok(self) -> bool:
+        """count >= the adaptive threshold (cached per ten-minute anchor)."""
+        rp, state = self.rp, self.state
+        assert rp.k is not None and state.first_hit_ms is not None
+        anchor = floor_to(self.start_ms, TILE_MS)
+        history_ms = self.end_ms - state.first_hit_ms
+        mode = history_ms >= 7 * DAY_MS
+        key = (rp.rule.id, "adaptive")
+        cached = state.cache.get(key)
+        if cached is None or cached[0] != (anchor, mode):
+            starts = adaptive_tiles(anchor, floor_to(state.first_hit_ms, TILE_MS), rp.baseline_ms,
+                                    history_ms)  # fmt: skip
+            tiles = self.series.tiles if self.series else {}
+            cached = ((anchor, mode), adaptive_threshold(tiles, starts, rp.window_ms, rp.k))
+            state.cache[key] = cached
+        result = cached[1]
+        return result is not None and self.count >= result[1]
+
+
+class Detector:
+    """Evaluates one RuleSet over per-brand states (see the module doc)."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        lateness_ms: int = 60_000,
+        step_ms: int = 10_000,
+        dedup_horizon_ms: int = 86_400_000,
+    ) -> None:
+        if step_ms <= 0 or HIST_MS % step_ms:
+            msg = f"step_ms must be a positive divisor of {HIST_MS}; got {step_ms}"
+            raise ValueError(msg)
+        if lateness_ms < 0 or dedup_horizon_ms < 0:
+            msg = (
+                "lateness_ms and dedup_horizon_ms must be >= 0; "
+                f"got {lateness_ms} and {dedup_horizon_ms}"
+            )
+            raise ValueError(msg)
+        self.ruleset = ruleset
+        self.lateness_ms = lateness_ms
+        self.step_ms = step_ms
+        self.dedup_horizon_ms = dedup_horizon_ms
+        self._plans = {b.id: _plan_brand(b, step_ms) for b in ruleset.brands}
+
+    def new_state(self, brand: str) -> BrandState:
+        return BrandState(brand)
+
+    # ------------------------------------------------------------------ input
+
+    def observe(self, state: BrandState, hit: Hit) -> str:
+        """Count one hit: ``"counted"``, ``"late"``, ``"duplicate"`` or ``"ignored"``.
+
+        ``"ignored"``: the brand is not in this RuleSet (removed by a reload).
+        """
+        plan = self._plans.get(state.brand)
+        if plan is None:
+            return "ignored"
+        ts = hit.created_at_ms
+        seen = state.dedup.get(hit.post_id)
+        if seen is not None and abs(ts - seen) < self.dedup_horizon_ms:
+            state.duplicates += 1
+            return "duplicate"
+        if state.last_boundary_ms is not None and ts < state.last_boundary_ms:
+            state.late += 1
+            return "late"
+        state.dedup[hit.post_id] = ts
+        if state.first_hit_ms is None or ts < state.first_hit_ms:
+            state.first_hit_ms = ts
+        step = self.step_ms
+        adaptive = plan.adaptive_series
+        for name in (MENTIONS, *hit.rule_ids):
+            if name not in plan.series:
+                continue
+            series = state.series.get(name)
+            if series is None:
+                series = state.series[name] = Series()
+            series.add(hit, step, name in adaptive)
+        state.counted += 1
+        return "counted"
+
+    # ------------------------------------------------------------------- time
+
+    def next_due_ms(self, state: BrandState) -> int | None:
+        """First boundary where ``advance`` would evaluate anything; None: none until a hit."""
+        plan = self._plans.get(state.brand)
+        if plan is None or state.first_hit_ms is None:
+            return None
+        base = state.last_boundary_ms
+        if base is None:
+            base = floor_to(state.first_hit_ms, self.step_ms)
+        nxt = base + self.step_ms
+        if state.incidents:
+            return nxt
+        mentions = state.series.get(MENTIONS)
+        if mentions is None:
+            return None
+        later = [k for k in mentions.counts if k >= nxt - plan.max_window_ms]
+        if not later:
+            return None
+        first = min(later)
+        return nxt if first < nxt else first + self.step_ms
+
+    def advance(self, state: BrandState, watermark_ms: int) -> list[AlertEvent]:
+        """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
+
+        Idempotent for the same watermark; a watermark behind the last boundary
+        does nothing.
+        """
+        plan = self._plans.get(state.brand)
+        if plan is None:
+            state.incidents.clear()
+            state.series.clear()
+            return []
+        self._reconcile(state, plan)
+        if state.first_hit_ms is None:
+            return []
+        step = self.step_ms
+        target = floor_to(watermark_ms, step)
+        last = state.last_boundary_ms
+        if last is None:
+            last = floor_to(state.first_hit_ms, step)
+        if target <= last:
+            return []
+        mentions = state.series.get(MENTIONS)
+        keys = sorted(mentions.counts) if mentions else []
+        events: list[AlertEvent] = []
+        prev = state.last_boundary_ms
+        t = last + step
+        while t <= target:
+            if not state.incidents:
+                i = bisect_left(keys, t - plan.max_window_ms)
+                if i == len(keys):
+                    break
+                if keys[i] >= t:  # nothing in any window: jump to the next hit
+                    t = keys[i] + step
+                    if t > target:
+                        break
+            events.extend(self._evaluate(state, plan, t))
+            state.last_boundary_ms = t
+            t += step
+        state.last_boundary_ms = target
+        self._prune(state, plan, prev, target)
+        return events
+
+    def open_incidents(self, state: BrandState) -> list[tuple[str, str]]:
+        """``(rule_id, severity)`` of each open incident, by rule id."""
+        return sorted((rule_id, inc.severity) for rule_id, inc in state.incidents.items())
+
+    # -------------------------------------------------------------- internals
+
+    def _reconcile(self, state: BrandState, plan: BrandPlan) -> None:
+        """Forget series and incidents of rules this RuleSet no longer has."""
+        stale = [name for name in state.series if name not in plan.series]
+        rule_ids = {rp.rule.id for rp in plan.rules}
+        gone = [rule_id for rule_id in state.incidents if rule_id not in rule_ids]
+        for name in stale:
+            del state.series[name]
+        for rule_id in gone:
+            log.info("brand %s: rule %s was removed; its open incident %s is closed silently",
+                     state.brand, rule_id, state.incidents[rule_id].incident_id)  # fmt: skip
+            del state.incidents[rule_id]
+        if stale or gone:
+            state.cache.clear()
+        for name, series in state.series.items():
+            if series.tiles and name not in plan.adaptive_series:
+                series.tiles.clear()
+
+    def _evaluate(self, state: BrandState, plan: BrandPlan, t: int) -> list[AlertEvent]:
+        events: list[AlertEvent] = []
+        for rp in plan.rules:
+            rule_id = rp.rule.id
+            inc = state.incidents.get(rule_id)
+            series = state.series.get(rp.series)
+            count = 0
+            if series is not None:
+                key = (rp.series, "win", rp.window_ms)
+                count, cache = range_sum(series.counts, t - rp.window_ms, t, self.step_ms,
+                                         state.range_cache(key))  # fmt: skip
+                state.cache[key] = cache
+            if inc is None and count < rp.min_count:
+                continue
+            win = _Window(state, rp, series, t, count)
+            holds = self._holds(state, rp, win)
+            if inc is None:
+                if holds:
+                    severity = self._severity(rp, rp.rule.severity, win)
+                    inc = Incident(incident_id(state.brand, rule_id, t), t, severity)
+                    state.incidents[rule_id] = inc
+                    events.append(self._event(state, rp, win, inc, OPENED))
+                continue
+            if holds:
+                inc.false_since_ms = None
+                severity = self._severity(rp, inc.severity, win)
+                if severity != inc.severity:
+                    inc.severity = severity
+                    events.append(self._event(state, rp, win, inc, ESCALATED))
+                continue
+            if inc.false_since_ms is None:
+                inc.false_since_ms = t
+            if t - inc.false_since_ms >= rp.rule.resolve_after_ms:
+                del state.incidents[rule_id]
+                events.append(self._event(state, rp, win, inc, RESOLVED))
+        return events
+
+    @staticmethod
+    def _holds(state: BrandState, rp: RulePlan, win: _Window) -> bool:
+        if win.count < rp.min_count:
+            return False
+        if rp.rule.kind == "keyword":
+            return True
+        assert state.first_hit_ms is not None
+        if win.end_ms - state.first_hit_ms < rp.warmup_ms:
+            return False
+        if rp.ratio is not None:
+            if win.count < rp.ratio * win.level():
+                return False
+        elif not win.adaptive_ok():
+            return False
+        return not (rp.min_authors and win.authors() < rp.min_authors)
+
+    @staticmethod
+    def _severity(rp: RulePlan, current: str, win: _Window) -> str:
+        reached = reached_severity(rp.rule.severity, rp.rule.escalate, win.count, win.ratio,
+                                   win.reach, win.authors)  # fmt: skip
+        return higher(reached, current)
+
+    def _event(
+        self, state: BrandState, rp: RulePlan, win: _Window, inc: Incident, event_type: str
+    ) -> AlertEvent:
+        rule = rp.rule
+        s = win.series
+        samples = s.window_samples(win.start_ms, win.end_ms) if s else []
+        data = {
+            "incident_id": inc.incident_id,
+            "brand": state.brand,
+            "rule_id": rule.id,
+            "rule_kind": rule.kind,
+            "crisis_type": rule.crisis_type,
+            "severity": inc.severity,
+            "window": window_figures(
+                win.start_ms, win.end_ms, win.count, win.level(), win.authors(), win.reach()
+            ),
+            "samples": [sample_object(x) for x in samples],
+            "opened_at": format_rfc3339_ms(inc.opened_ms),
+            "runbook": rule.runbook,
+        }
+        return AlertEvent(
+            id=event_id(inc.incident_id, event_type, win.end_ms, inc.severity),
+            type=event_type,
+            brand=state.brand,
+            time_ms=win.end_ms,
+            incident_id=inc.incident_id,
+            rule_id=rule.id,
+            severity=inc.severity,
+            trigger_ingested_at_ms=s.window_ingested(win.start_ms, win.end_ms) if s else None,
+            data=data,
+        )
+
+    def _prune(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, now_ms: int) -> None:
+        """Drop what no future window can read (pruning never changes a decision)."""
+        if prev_ms is not None and floor_to(prev_ms, HIST_MS) == floor_to(now_ms, HIST_MS):
+            return
+        step_before = now_ms - plan.max_window_ms
+        hist_before = floor_to(step_before, HIST_MS) - plan.max_baseline_ms - HIST_MS
+        tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
+        for series in state.series.values():
+            series.prune(step_before, hist_before, tile_before)
+        if prev_ms is None or floor_to(prev_ms, DEDUP_PRUNE_EVERY_MS) != floor_to(
+            now_ms, DEDUP_PRUNE_EVERY_MS
+        ):
+            horizon = now_ms - self.dedup_horizon_ms
+            for post_id in [p for p, ts in state.dedup.items() if ts < horizon]:
+                del state.dedup[post_id]

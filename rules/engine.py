@@ -1,0 +1,151 @@
+"""The whole-stream driver: match, observe per brand, advance with the global watermark.
+
+Used by ``backtest`` and ``evaluate``; the live worker makes the same calls
+(Matcher.match, Detector.observe, Detector.advance) spread over two agents.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rules.alerts import AlertEvent
+from rules.detect import Detector
+from rules.incidents import EVENT_TYPES
+from rules.model import BrandMatch, Hit, Post, RuleSet
+from rules.state import BrandState
+from rules.windows import floor_to
+
+
+class MatcherLike(Protocol):
+    def match(self, post: Post) -> list[BrandMatch]: ...
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters of one Engine run."""
+
+    posts: int = 0
+    """Posts processed."""
+    matched: int = 0
+    """Posts that mention at least one brand."""
+    hits: int = 0
+    """(post, brand) pairs counted."""
+    late: int = 0
+    duplicates: int = 0
+    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(EVENT_TYPES, 0))
+    """Events emitted, by CloudEvent type."""
+
+
+class Engine:
+    """Runs a RuleSet over a stream of posts in arrival order (see the module doc)."""
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        lateness_ms: int = 60_000,
+        step_ms: int = 10_000,
+        dedup_horizon_ms: int = 86_400_000,
+        matcher: MatcherLike | None = None,
+    ) -> None:
+        if matcher is None:
+            from rules.matcher import Matcher
+
+            matcher = Matcher(ruleset)
+        self.matcher: MatcherLike = matcher
+        self.detector = Detector(
+            ruleset, lateness_ms=lateness_ms, step_ms=step_ms, dedup_horizon_ms=dedup_horizon_ms
+        )
+        self.states: dict[str, BrandState] = {}
+        """brand id -> its state (brands that have had a hit)."""
+        self.stats = EngineStats()
+        self.max_seen_ms: int | None = None
+        """Latest event time seen."""
+        self._target_ms: int | None = None
+        self._due: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """Latest event time seen minus the allowed lateness."""
+        if self.max_seen_ms is None:
+            return None
+        return self.max_seen_ms - self.detector.lateness_ms
+
+    def process(self, post: Post) -> list[AlertEvent]:
+        """Match one post, count it for each brand it mentions, advance the watermark."""
+        stats = self.stats
+        stats.posts += 1
+        matches = self.matcher.match(post)
+        detector = self.detector
+        step = detector.step_ms
+        if matches:
+            stats.matched += 1
+            for match in matches:
+                state = self.states.get(match.brand)
+                if state is None:
+                    state = self.states[match.brand] = detector.new_state(match.brand)
+                result = detector.observe(state, Hit.from_post(post, match))
+                if result == "counted":
+                    stats.hits += 1
+                    due = floor_to(post.created_at_ms, step) + step
+                    if state.last_boundary_ms is not None:
+                        due = max(due, state.last_boundary_ms + step)
+                    self._schedule(match.brand, due)
+                elif result == "late":
+                    stats.late += 1
+                elif result == "duplicate":
+                    stats.duplicates += 1
+        if self.max_seen_ms is None or post.created_at_ms > self.max_seen_ms:
+            self.max_seen_ms = post.created_at_ms
+            target = floor_to(self.max_seen_ms - detector.lateness_ms, step)
+            if self._target_ms is None or target > self._target_ms:
+                self._target_ms = target
+                return self._advance_due(target)
+        return []
+
+    def finish(self) -> list[AlertEvent]:
+        """Advance every brand to the final watermark; open incidents stay open."""
+        if self.max_seen_ms is None:
+            return []
+        watermark = self.max_seen_ms - self.detector.lateness_ms
+        collected: list[tuple[int, str, int, AlertEvent]] = []
+        for brand in sorted(self.states):
+            self._collect(brand, watermark, collected)
+        return self._ordered(collected)
+
+    def _schedule(self, brand: str, due_ms: int) -> None:
+        current = self._due.get(brand)
+        if current is None or due_ms < current:
+            self._due[brand] = due_ms
+            heapq.heappush(self._heap, (due_ms, brand))
+
+    def _advance_due(self, target_ms: int) -> list[AlertEvent]:
+        collected: list[tuple[int, str, int, AlertEvent]] = []
+        heap = self._heap
+        while heap and heap[0][0] <= target_ms:
+            due, brand = heapq.heappop(heap)
+            if self._due.get(brand) != due:
+                continue  # superseded by an earlier schedule
+            del self._due[brand]
+            self._collect(brand, target_ms, collected)
+        return self._ordered(collected)
+
+    def _collect(
+        self, brand: str, watermark_ms: int, out: list[tuple[int, str, int, AlertEvent]]
+    ) -> None:
+        state = self.states[brand]
+        for event in self.detector.advance(state, watermark_ms):
+            out.append((event.time_ms, brand, len(out), event))
+            self.stats.events[event.type] += 1
+        nxt = self.detector.next_due_ms(state)
+        self._due.pop(brand, None)
+        if nxt is not None:
+            self._schedule(brand, nxt)
+
+    @staticmethod
+    def _ordered(collected: list[tuple[int, str, int, AlertEvent]]) -> list[AlertEvent]:
+        collected.sort(key=lambda item: item[:3])
+        return [item[3] for item in collected]

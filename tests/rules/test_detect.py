@@ -1,0 +1,218 @@
+"""Detector: windows, thresholds, incidents and their lifecycle, with explicit integer times."""
+
+from __future__ import annotations
+
+from rules.detect import Detector
+from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
+from rules.model import EscalateStep
+from tests.rules.detect_support import MIN, hit, keyword, ruleset, velocity
+
+
+def _types(events: list) -> list[tuple[str, int, str]]:
+    return [(e.type, e.time_ms, e.severity) for e in events]
+
+
+def test_keyword_rule_opens_at_the_first_boundary_with_enough_hits_and_resolves_when_quiet() -> (
+    None
+):
+    d = Detector(ruleset(keyword(min_count=2, window_ms=10 * MIN, resolve_after_ms=10 * MIN)))
+    s = d.new_state("acme")
+    assert d.observe(s, hit(1, 100_000, "recall")) == "counted"
+    assert d.observe(s, hit(2, 130_000, "recall")) == "counted"
+    assert d.observe(s, hit(3, 131_000)) == "counted"  # a mention only: not a recall hit
+    events = d.advance(s, 10 * MIN)
+    # bucket 130_000 enters the window at boundary 140_000: count 2 >= min_count
+    assert _types(events) == [(OPENED, 140_000, "high")]
+    opened = events[0]
+    assert opened.incident_id == incident_id("acme", "recall", 140_000)
+    assert opened.id == event_id(opened.incident_id, OPENED, 140_000, "high")
+    assert opened.data["window"]["count"] == 2
+    assert opened.data["window"]["start"] == "1969-12-31T23:52:20Z"
+    assert d.open_incidents(s) == [("recall", "high")]
+    # bucket 100_000 leaves the window after boundary 700_000: false from 710_000,
+    # resolved 10 minutes later, by the watermark alone (no more hits)
+    events = d.advance(s, 2_000_000)
+    assert _types(events) == [(RESOLVED, 1_310_000, "high")]
+    assert events[0].incident_id == opened.incident_id
+    assert events[0].data["window"]["count"] == 0
+    assert events[0].data["opened_at"] == "1970-01-01T00:02:20Z"
+    assert d.open_incidents(s) == []
+    # a later crossing opens a new incident with a new id
+    d.observe(s, hit(4, 2_000_000, "recall"))
+    d.observe(s, hit(5, 2_000_500, "recall"))
+    again = d.advance(s, 2_100_000)
+    assert _types(again) == [(OPENED, 2_010_000, "high")]
+    assert again[0].incident_id != opened.incident_id
+
+
+def test_advance_is_idempotent_and_never_moves_backward() -> None:
+    d = Detector(ruleset(keyword()))
+    s = d.new_state("acme")
+    d.observe(s, hit(1, 5_000, "recall"))
+    assert len(d.advance(s, 60_000)) == 1
+    assert d.advance(s, 60_000) == []
+    assert d.advance(s, 20_000) == []
+    assert s.last_boundary_ms == 60_000
+
+
+def test_late_and_duplicate_hits_are_not_counted() -> None:
+    d = Detector(ruleset(keyword(min_count=2)))
+    s = d.new_state("acme")
+    assert d.observe(s, hit(1, 50_000, "recall")) == "counted"
+    d.advance(s, 100_000)
+    assert d.observe(s, hit(2, 99_999, "recall")) == "late"
+    assert d.observe(s, hit(1, 50_000, "recall")) == "duplicate"
+    assert d.observe(s, hit(3, 100_000, "recall")) == "counted"
+    assert (s.counted, s.late, s.duplicates) == (2, 1, 1)
+    events = d.advance(s, 200_000)
+    assert _types(events) == [(OPENED, 110_000, "high")]
+    assert events[0].data["window"]["count"] == 2
+
+
+def test_hits_in_any_order_before_the_first_boundary_are_counted() -> None:
+    d = Detector(ruleset(keyword(min_count=2)))
+    s = d.new_state("acme")
+    assert d.observe(s, hit(1, 100_000, "recall")) == "counted"
+    assert d.advance(s, 100_000 - 60_000) == []
+    assert d.observe(s, hit(2, 50_000, "recall")) == "counted"
+    assert s.first_hit_ms == 50_000
+    assert _types(d.advance(s, 200_000)) == [(OPENED, 110_000, "high")]
+
+
+def test_baseline_is_floored_at_one_for_a_brand_without_history() -> None:
+    d = Detector(ruleset(velocity(warmup_ms=0)))
+    s = d.new_state("acme")
+    for n in range(5):
+        d.observe(s, hit(n, n * 1000))
+    events = d.advance(s, 60_000)
+    assert _types(events) == [(OPENED, 10_000, "medium")]
+    window = events[0].data["window"]
+    assert (window["count"], window["baseline"], window["ratio"]) == (5, 1.0, 5.0)
+    assert window["unique_authors"] == 5
+
+
+def test_velocity_rule_waits_for_warmup_and_compares_against_the_baseline() -> None:
+    d = Detector(ruleset(velocity(warmup_ms=60 * MIN)))
+    s = d.new_state("acme")
+    d.observe(s, hit("first", 0))
+    for n in range(20):  # a surge before the warm-up is over
+        d.observe(s, hit(n, 30 * MIN + n * 1000))
+    assert d.advance(s, 50 * MIN) == []
+    for n in range(20, 40):
+        d.observe(s, hit(n, 70 * MIN + (n - 20) * 1000))
+    events = d.advance(s, 75 * MIN)
+    # baseline: 21 hits over the 60 min before the window start -> 3.5 per 10 min
+    assert _types(events) == [(OPENED, 70 * MIN + 20_000, "medium")]
+    assert events[0].data["window"]["baseline"] == 3.5
+    assert events[0].data["window"]["count"] == 20
+
+
+def test_ratio_below_threshold_does_not_open() -> None:
+    d = Detector(ruleset(velocity(warmup_ms=0, min_count=1, ratio=3.0)))
+    s = d.new_state("acme")
+    # steady 6 per 10 minutes for two hours: never 3x the baseline
+    n = 0
+    for m in range(0, 120, 10):
+        for j in range(6):
+            n += 1
+            d.observe(s, hit(n, m * MIN + j * 90_000))
+    events = d.advance(s, 130 * MIN)
+    assert [e for e in events if e.type == OPENED and e.time_ms > 30 * MIN] == []
+    assert any(e.type == RESOLVED for e in events)  # the start-up incident resolved
+
+
+def test_min_authors_stops_one_angry_user() -> None:
+    d = Detector(ruleset(velocity(warmup_ms=0, min_authors=3)))
+    s = d.new_state("acme")
+    for n in range(50):
+        d.observe(s, hit(n, n * 500, author="angry"))
+    assert d.advance(s, 5 * MIN) == []
+    for n in range(50, 53):
+        d.observe(s, hit(n, 5 * MIN + n, author=f"other{n}"))
+    events = d.advance(s, 6 * MIN)
+    assert _types(events) == [(OPENED, 5 * MIN + 10_000, "medium")]
+    assert events[0].data["window"]["unique_authors"] == 4
+
+
+def test_escalation_emits_only_when_severity_rises() -> None:
+    steps = (
+        EscalateStep(severity="high", ratio=6.0),
+        EscalateStep(severity="critical", count=30, reach=1000),
+    )
+    d = Detector(ruleset(velocity(warmup_ms=0, escalate=steps)))
+    s = d.new_state("acme")
+    for n in range(5):
+        d.observe(s, hit(n, n))
+    d.observe(s, hit(5, 10_000))
+    for n in range(6, 30):
+        d.observe(s, hit(n, 20_000 + n))
+    d.observe(s, hit(30, 30_000, followers=1000))
+    events = d.advance(s, 60_000)
+    assert _types(events) == [
+        (OPENED, 10_000, "medium"),
+        (ESCALATED, 20_000, "high"),
+        (ESCALATED, 40_000, "critical"),
+    ]
+    assert len({e.incident_id for e in events}) == 1
+    assert events[2].data["window"]["reach"] == 30 * 10 + 1000
+    assert d.open_incidents(s) == [("surge", "critical")]
+
+
+def test_event_samples_are_the_top_five_by_reach_and_cloudevent_has_the_contract_shape() -> None:
+    d = Detector(ruleset(keyword(min_count=7, runbook="https://wiki.example/r")))
+    s = d.new_state("acme")
+    followers = [5, 500, 50, 500, 1, 5000, 20]
+    for n, f in enumerate(followers):
+        d.observe(s, hit(n, 1000 * n, "recall", followers=f, ingested_at_ms=2000 * n + 1))
+    (event,) = d.advance(s, 20_000)
+    ids = [x["post_id"] for x in event.data["samples"]]
+    assert ids == ["p5", "p1", "p3", "p2", "p6"]
+    assert event.trigger_ingested_at_ms == 2000 * 6 + 1
+    ce = event.to_cloudevent()
+    assert set(ce) == {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "data",
+    }
+    assert (ce["specversion"], ce["source"], ce["subject"]) == ("1.0", "crisiswatch", "acme")
+    assert ce["time"] == "1970-01-01T00:00:10Z"
+    assert set(ce["data"]) == {
+        "incident_id", "brand", "rule_id", "rule_kind", "crisis_type", "severity",
+        "window", "samples", "opened_at", "runbook",
+    }  # fmt: skip
+    assert set(ce["data"]["samples"][0]) == {
+        "post_id",
+        "source",
+        "author",
+        "text",
+        "url",
+        "created_at",
+    }
+    assert ce["data"]["rule_kind"] == "keyword"
+    assert ce["data"]["runbook"] == "https://wiki.example/r"
+
+
+def test_a_reloaded_ruleset_drops_removed_rules_and_starts_new_ones_empty() -> None:
+    old = Detector(ruleset(keyword("recall"), keyword("fraud", min_count=2)))
+    s = old.new_state("acme")
+    old.observe(s, hit(1, 1000, "recall", "fraud"))
+    assert _types(old.advance(s, 20_000)) == [(OPENED, 10_000, "high")]
+    new = Detector(ruleset(keyword("fraud", min_count=2), keyword("scam")))
+    assert new.advance(s, 30_000) == []
+    assert new.open_incidents(s) == []
+    assert set(s.series) == {"mentions", "fraud"}
+    new.observe(s, hit(2, 40_000, "fraud", "scam"))
+    events = new.advance(s, 60_000)
+    assert [(e.rule_id, e.time_ms) for e in events] == [("fraud", 50_000), ("scam", 50_000)]
+
+
+def test_a_brand_removed_from_the_ruleset_is_ignored() -> None:
+    d = Detector(ruleset(keyword(), brand="other"))
+    s = d.new_state("acme")
+    assert d.observe(s, hit(1, 1000, "recall")) == "ignored"
+    assert d.advance(s, 100_000) == []
