@@ -70,7 +70,7 @@ class Options:
             )
             raise OptionError(msg)
 
-    def _bad(self, key: str, expected: str, value: Any) -> OptionError:
+    def error(self, key: str, expected: str, value: Any) -> OptionError:
         return OptionError(
             f"connector {self.name!r}: option {key!r} must be {expected}; got {value!r}"
         )
@@ -78,7 +78,7 @@ class Options:
     def get_str(self, key: str, default: str | None = None) -> str:
         value = self._options.get(key, default)
         if not isinstance(value, str) or not value:
-            raise self._bad(key, "a non-empty string", value)
+            raise self.error(key, "a non-empty string", value)
         return value
 
     def opt_str(self, key: str) -> str | None:
@@ -87,25 +87,25 @@ class Options:
     def get_float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         value = self._options.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self._bad(key, f"a number >= {minimum}", value)
+            raise self.error(key, f"a number >= {minimum}", value)
         return float(value)
 
     def get_int(self, key: str, default: int, *, minimum: int = 1, maximum: int = 10**9) -> int:
         value = self._options.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            raise self._bad(key, f"an integer in [{minimum}, {maximum}]", value)
+            raise self.error(key, f"an integer in [{minimum}, {maximum}]", value)
         return value
 
     def get_bool(self, key: str, default: bool) -> bool:
         value = self._options.get(key, default)
         if not isinstance(value, bool):
-            raise self._bad(key, "true or false", value)
+            raise self.error(key, "true or false", value)
         return value
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self._options.get(key, default)
         if value not in choices:
-            raise self._bad(key, f"one of {', '.join(choices)}", value)
+            raise self.error(key, f"one of {', '.join(choices)}", value)
         return str(value)
 
     def raw(self, key: str, default: Any = None) -> Any:

@@ -203,3 +203,111 @@ class FakeMastodon(FakeServer):
         if (failure := self._failure("stream")) is not None:
             return failure
         return await self._stream(request, "text/event-stream", b":)\n")
+
+
+# ------------------------------------------------------------------- bluesky
+
+
+def jetstream_post(
+    time_us: int, text: str = "hello", *, did: str = "did:plc:kim", **record: Any
+) -> dict[str, Any]:
+    """A Jetstream commit event creating an app.bsky.feed.post record."""
+    rec: dict[str, Any] = {
+        "$type": "app.bsky.feed.post",
+        "text": text,
+        "createdAt": "2026-11-27T10:00:03.120Z",
+        "langs": ["en"],
+    }
+    rec.update(record)
+    return {
+        "did": did,
+        "time_us": time_us,
+        "kind": "commit",
+        "commit": {
+            "rev": f"rev{time_us}",
+            "operation": "create",
+            "collection": "app.bsky.feed.post",
+            "rkey": f"3k{time_us}",
+            "record": rec,
+            "cid": f"bafy{time_us}",
+        },
+    }
+
+
+class FakeJetstream:
+    """A Jetstream ``/subscribe`` WebSocket: replays stored events from ``cursor``
+    (inclusive, as Jetstream does), then sends live ones."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.listeners: list[asyncio.Queue[Any]] = []
+        self.paths: list[str] = []
+        self.failures: list[Failure] = []
+        self.connected = asyncio.Event()
+
+    def publish(self, event: dict[str, Any] | str) -> None:
+        raw = event if isinstance(event, str) else json.dumps(event)
+        self.events.append(raw)
+        for q in self.listeners:
+            q.put_nowait(raw)
+
+    def drop_streams(self) -> None:
+        for q in self.listeners:
+            q.put_nowait(DROP)
+
+    async def wait_connected(self, timeout_s: float = 2.0) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout_s)
+
+    def _process_request(self, connection: Any, request: Any) -> Any:
+        self.paths.append(request.path)
+        if self.failures:
+            f = self.failures.pop(0)
+            resp = connection.respond(f.status, f.body)
+            for k, v in f.headers.items():
+                resp.headers[k] = v
+            return resp
+        return None
+
+    async def _handler(self, ws: Any) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(ws.request.path).query)
+        q: asyncio.Queue[Any] = asyncio.Queue()
+        cursor = int(query["cursor"][0]) if "cursor" in query else None
+        if cursor is not None:
+            for raw in self.events:
+                t = json.loads(raw).get("time_us") if raw.startswith("{") else None
+                if isinstance(t, int) and t >= cursor:
+                    q.put_nowait(raw)
+        self.listeners.append(q)
+        self.connected.set()
+        try:
+            while True:
+                item = await q.get()
+                if item is None:
+                    return
+                if item is DROP:
+                    ws.transport.abort()
+                    return
+                await ws.send(item)
+        except Exception:
+            return
+        finally:
+            self.listeners.remove(q)
+            if not self.listeners:
+                self.connected.clear()
+
+
+@asynccontextmanager
+async def serve_ws(fake: FakeJetstream) -> AsyncIterator[str]:
+    from websockets.asyncio.server import serve as ws_serve
+
+    async with ws_serve(
+        fake._handler, "127.0.0.1", 0, process_request=fake._process_request
+    ) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        try:
+            yield f"ws://127.0.0.1:{port}/subscribe"
+        finally:
+            for q in fake.listeners:
+                q.put_nowait(None)
