@@ -1,0 +1,115 @@
+"""Text normalisation shared by rule terms and post text, and the word tokeniser.
+
+``normalize`` folds the spellings people actually type into one form:
+NFKC (full-width -> half-width, compatibility forms), case-folding, and
+Traditional -> Simplified Chinese by a one-character-to-one-character table
+built once from OpenCC's ``TSCharacters.txt`` (first candidate of each entry),
+so the Chinese fold never changes a string's length.
+
+A *word character* is a letter or digit of an alphabetic script (Latin, Greek,
+Cyrillic, ...): runs of them form words, and Latin-script terms only match at
+word boundaries.  A *CJK character* (ideographs, kana, hangul, ...) is a word
+on its own; CJK terms match as substrings.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from functools import lru_cache
+from importlib import resources
+
+log = logging.getLogger(__name__)
+
+_CJK_START = "\u2e80"
+"""Letters at or above this code point are treated as CJK: one character, one word."""
+_TOKEN_PREFIXES = "#@"
+"""Characters that start a hashtag or mention token."""
+
+
+@lru_cache(maxsize=1)
+def _t2s_table() -> tuple[dict[int, int], frozenset[str]]:
+    """The Traditional -> Simplified table and the set of characters it changes."""
+    pairs: dict[str, str] = {}
+    try:
+        data = resources.files("opencc").joinpath("dictionary/TSCharacters.txt").read_text("utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, OSError) as exc:  # pragma: no cover
+        log.warning("OpenCC TSCharacters.txt not found (%s); no Traditional->Simplified fold", exc)
+        return {}, frozenset()
+    for line in data.splitlines():
+        trad, _, rest = line.partition("\t")
+        candidates = rest.split()
+        if len(trad) != 1 or not candidates or len(candidates[0]) != 1:
+            continue
+        pairs[trad] = candidates[0]
+    table: dict[int, int] = {}
+    for trad, simp in pairs.items():
+        seen = {trad}
+        while simp in pairs and simp not in seen:  # close chains a -> b -> c
+            seen.add(simp)
+            simp = pairs[simp]
+        # keep the fold idempotent: the target must be stable under the other steps
+        if simp == trad or unicodedata.normalize("NFKC", simp).casefold() != simp:
+            continue
+        table[ord(trad)] = ord(simp)
+    return table, frozenset(chr(c) for c in table)
+
+
+def normalize(text: str) -> str:
+    """NFKC, case-fold, Traditional -> Simplified; idempotent.
+
+    >>> normalize("ＡＣＭＥ 質量問題")
+    'acme 质量问题'
+    """
+    if text.isascii():
+        return text.lower()
+    s = unicodedata.normalize("NFKC", text).casefold()
+    if not s.isascii():
+        s = unicodedata.normalize("NFKC", s)
+        table, trad = _t2s_table()
+        if not trad.isdisjoint(s):
+            s = s.translate(table)
+    return s
+
+
+def is_word_char(c: str) -> bool:
+    """A letter or digit of an alphabetic script (not CJK)."""
+    return c < _CJK_START and c.isalnum()
+
+
+def is_cjk_char(c: str) -> bool:
+    """A CJK letter: a word on its own."""
+    return c >= _CJK_START and c.isalnum()
+
+
+def tokenize(text: str) -> list[str]:
+    """Split normalised text into words for NEAR.
+
+    Latin words are runs of word characters, optionally prefixed by ``#`` or
+    ``@`` (hashtag and mention tokens); each CJK character is one word;
+    everything else separates words.
+
+    >>> tokenize("召回 #acme burger!")
+    ['召', '回', '#acme', 'burger']
+    """
+    tokens: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if is_word_char(c) or (c in _TOKEN_PREFIXES and i + 1 < n and is_word_char(text[i + 1])):
+            j = i + 1
+            while j < n and is_word_char(text[j]):
+                j += 1
+            tokens.append(text[i:j])
+            i = j
+        elif is_cjk_char(c):
+            tokens.append(c)
+            i += 1
+        else:
+            i += 1
+    return tokens
+
+
+def collapse_spaces(text: str) -> str:
+    """Runs of whitespace -> one space, trimmed (phrases match across line breaks)."""
+    return " ".join(text.split())
