@@ -311,3 +311,92 @@ async def serve_ws(fake: FakeJetstream) -> AsyncIterator[str]:
         finally:
             for q in fake.listeners:
                 q.put_nowait(None)
+
+
+# ------------------------------------------------------------------------- x
+
+
+def x_message(tid: int, text: str = "hello", *, user: str = "kim", **data: Any) -> dict[str, Any]:
+    """A filtered-stream message with the expansions crisiswatch asks for."""
+    d: dict[str, Any] = {
+        "id": str(tid),
+        "text": text,
+        "created_at": "2026-11-27T10:00:03.000Z",
+        "author_id": "2244994945",
+        "lang": "en",
+        "conversation_id": str(tid),
+        "public_metrics": {
+            "retweet_count": 12,
+            "reply_count": 1,
+            "like_count": 3,
+            "quote_count": 0,
+            "impression_count": 4000,
+        },
+        "edit_history_tweet_ids": [str(tid)],
+    }
+    d.update(data)
+    return {
+        "data": d,
+        "includes": {
+            "users": [
+                {
+                    "id": "2244994945",
+                    "username": user,
+                    "name": "Kim",
+                    "public_metrics": {"followers_count": 5120, "following_count": 10},
+                }
+            ]
+        },
+        "matching_rules": [{"id": "1", "tag": "acme"}],
+    }
+
+
+class FakeX(FakeServer):
+    """Filtered stream (chunked NDJSON, blank keep-alives) and its rules endpoint."""
+
+    def __init__(self, rules: list[dict[str, str]] | None = None) -> None:
+        super().__init__()
+        self.rules = [dict(r, id=str(i + 100)) for i, r in enumerate(rules or [])]
+        self.rule_posts: list[dict[str, Any]] = []
+
+    def publish(self, message: dict[str, Any] | str) -> None:
+        raw = message if isinstance(message, str) else json.dumps(message)
+        self.push(raw.encode() + b"\r\n")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/2/tweets/search/stream", self.stream)
+        app.router.add_get("/2/tweets/search/stream/rules", self.get_rules)
+        app.router.add_post("/2/tweets/search/stream/rules", self.post_rules)
+        return app
+
+    async def get_rules(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (failure := self._failure("rules")) is not None:
+            return failure
+        body: dict[str, Any] = {"meta": {"sent": "2026-11-27T10:00:00.000Z"}}
+        if self.rules:
+            body["data"] = self.rules
+            body["meta"]["result_count"] = len(self.rules)
+        return web.json_response(body)
+
+    async def post_rules(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        body = await request.json()
+        self.rule_posts.append(body)
+        if "delete" in body:
+            ids = set(body["delete"]["ids"])
+            self.rules = [r for r in self.rules if r["id"] not in ids]
+            return web.json_response({"meta": {"summary": {"deleted": len(ids)}}})
+        added = []
+        for rule in body.get("add", []):
+            new = dict(rule, id=str(200 + len(self.rule_posts) * 10 + len(added)))
+            self.rules.append(new)
+            added.append(new)
+        return web.json_response({"data": added, "meta": {"summary": {"created": len(added)}}})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (failure := self._failure("stream")) is not None:
+            return failure
+        return await self._stream(request, "application/json", b"\r\n")
