@@ -67,9 +67,12 @@ class HttpClient:
             raise status_error(status, where, headers, body, self.clock())
         return status, headers, body
 
-    async def get_json(self, url: str, **kwargs: Any) -> tuple[Mapping[str, str], Any]:
-        _, headers, body = await self.request("GET", url, **kwargs)
-        return headers, parse_json(body, f"{self.where}: GET {url}")
+    async def get_json(
+        self, url: str, *, method: str = "GET", **kwargs: Any
+    ) -> tuple[Mapping[str, str], Any]:
+        """Request ``url`` (GET by default) and decode its JSON body."""
+        _, headers, body = await self.request(method, url, **kwargs)
+        return headers, parse_json(body, f"{self.where}: {method} {url}")
 
     async def open_stream(
         self, url: str, *, stall_timeout_s: float, **kwargs: Any

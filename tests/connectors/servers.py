@@ -400,3 +400,86 @@ class FakeX(FakeServer):
         if (failure := self._failure("stream")) is not None:
             return failure
         return await self._stream(request, "application/json", b"\r\n")
+
+
+# -------------------------------------------------------------------- reddit
+
+
+def reddit_link(n: int, title: str = "hello", *, sub: str = "acme", **data: Any) -> dict[str, Any]:
+    """A t3 listing child as ``/r/<sub>/new.json`` returns it."""
+    d: dict[str, Any] = {
+        "id": f"p{n}",
+        "name": f"t3_p{n}",
+        "title": title,
+        "selftext": "",
+        "created_utc": 1_795_773_600.0 + n,
+        "author": "kim",
+        "author_fullname": "t2_kim",
+        "permalink": f"/r/{sub}/comments/p{n}/slug/",
+        "url": f"https://www.reddit.com/r/{sub}/comments/p{n}/slug/",
+        "is_self": True,
+        "score": 5,
+        "num_comments": 2,
+        "subreddit": sub,
+        "over_18": False,
+    }
+    d.update(data)
+    return {"kind": "t3", "data": d}
+
+
+class FakeReddit(FakeServer):
+    """Listings (newest first, ``limit``/``after``), search, and the OAuth token endpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.things: list[dict[str, Any]] = []
+        self.tokens_issued = 0
+        self.ratelimit: dict[str, str] = {}
+
+    def publish(self, thing: dict[str, Any]) -> None:
+        self.things.append(thing)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/r/{sub}/new.json", self.listing)
+        app.router.add_get("/r/{sub}/search.json", self.listing)
+        app.router.add_get("/search.json", self.listing)
+        app.router.add_post("/api/v1/access_token", self.token)
+        return app
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        form = await request.post()
+        if (
+            request.headers.get("Authorization", "")[:6] != "Basic "
+            or form.get("grant_type") != "client_credentials"
+        ):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        self.tokens_issued += 1
+        return web.json_response(
+            {
+                "access_token": f"tok{self.tokens_issued}",
+                "token_type": "bearer",
+                "expires_in": 86400,
+            }
+        )
+
+    async def listing(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (failure := self._failure("listing")) is not None:
+            return failure
+        things = list(reversed(self.things))  # newest first
+        if "q" in request.query:
+            q = request.query["q"].lower()
+            things = [t for t in things if q in t["data"].get("title", "").lower()]
+        names = [t["data"]["name"] for t in things]
+        if "after" in request.query and request.query["after"] in names:
+            things = things[names.index(request.query["after"]) + 1 :]
+        limit = int(request.query.get("limit", "25"))
+        page = things[:limit]
+        after = page[-1]["data"]["name"] if len(things) > limit else None
+        body = {
+            "kind": "Listing",
+            "data": {"after": after, "before": None, "dist": len(page), "children": page},
+        }
+        return web.json_response(body, headers=self.ratelimit)
