@@ -483,3 +483,58 @@ class FakeReddit(FakeServer):
             "data": {"after": after, "before": None, "dist": len(page), "children": page},
         }
         return web.json_response(body, headers=self.ratelimit)
+
+
+# ----------------------------------------------------------------------- rss
+
+
+class FakeFeed(FakeServer):
+    """A feed URL with ETag / Last-Modified conditional GET."""
+
+    def __init__(self, body: str = "", *, etag: str = '"v1"') -> None:
+        super().__init__()
+        self.body = body
+        self.etag = etag
+        self.last_modified = "Fri, 27 Nov 2026 10:00:00 GMT"
+
+    def set(self, body: str, etag: str) -> None:
+        self.body, self.etag = body, etag
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/feed.xml", self.feed)
+        return app
+
+    async def feed(self, request: web.Request) -> web.StreamResponse:
+        self._log(request)
+        if (failure := self._failure("feed")) is not None:
+            return failure
+        if request.headers.get("If-None-Match") == self.etag:
+            return web.Response(status=304, headers={"ETag": self.etag})
+        return web.Response(
+            body=self.body.encode(),
+            content_type="application/rss+xml",
+            headers={"ETag": self.etag, "Last-Modified": self.last_modified},
+        )
+
+
+def rss_item(n: int, title: str = "hello", description: str = "", **extra: str) -> str:
+    parts = [
+        f"<title>{title}</title>",
+        f"<link>https://news.example/{n}</link>",
+        f'<guid isPermaLink="true">https://news.example/{n}</guid>',
+        f"<pubDate>Fri, 27 Nov 2026 10:{n:02d}:00 +0000</pubDate>",
+    ]
+    if description:
+        parts.append(f"<description>{description}</description>")
+    parts += [f"<{k}>{v}</{k}>" for k, v in extra.items()]
+    return "<item>" + "".join(parts) + "</item>"
+
+
+def rss_feed(*items: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+        "<title>News</title><link>https://news.example/</link><language>en</language>"
+        + "".join(reversed(items))  # newest first, as feeds list them
+        + "</channel></rss>"
+    )
