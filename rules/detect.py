@@ -240,6 +240,9 @@ class Detector:
                 series = state.series[name] = Series()
             series.add(hit, step, name in adaptive)
         state.counted += 1
+        newest = state.cache.get("newest")
+        if newest is not None and ts - ts % step > newest:
+            state.cache["newest"] = ts - ts % step
         return "counted"
 
     # ------------------------------------------------------------------- time
@@ -255,14 +258,14 @@ class Detector:
         nxt = base + self.step_ms
         if state.incidents:
             return nxt
-        mentions = state.series.get(MENTIONS)
-        if mentions is None:
-            return None
-        later = [k for k in mentions.counts if k >= nxt - plan.max_window_ms]
-        if not later:
-            return None
-        first = min(later)
-        return nxt if first < nxt else first + self.step_ms
+        newest = state.cache.get("newest")
+        if newest is None:
+            mentions = state.series.get(MENTIONS)
+            if mentions is None or not mentions.counts:
+                return None
+            newest = state.cache["newest"] = max(mentions.counts)
+        # the advance at ``nxt`` jumps ahead by itself when its windows are empty
+        return nxt if newest >= nxt - plan.max_window_ms else None
 
     def advance(self, state: BrandState, watermark_ms: int) -> list[AlertEvent]:
         """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
@@ -275,7 +278,7 @@ class Detector:
             state.incidents.clear()
             state.series.clear()
             return []
-        self._reconcile(state, plan)
+        self._adopt(state, plan)
         if state.first_hit_ms is None:
             return []
         step = self.step_ms
@@ -286,12 +289,16 @@ class Detector:
         if target <= last:
             return []
         mentions = state.series.get(MENTIONS)
-        keys = sorted(mentions.counts) if mentions else []
+        keys: list[int] | None = None
         events: list[AlertEvent] = []
         prev = state.last_boundary_ms
+        # running window counts per rule, valid at boundary ``run_at`` (see _counts)
+        run_at, counts = state.cache.get("run", (None, None))
         t = last + step
         while t <= target:
             if not state.incidents:
+                if keys is None:
+                    keys = sorted(mentions.counts) if mentions else []
                 i = bisect_left(keys, t - plan.max_window_ms)
                 if i == len(keys):
                     break
@@ -299,18 +306,62 @@ class Detector:
                     t = keys[i] + step
                     if t > target:
                         break
-            events.extend(self._evaluate(state, plan, t))
+            counts = self._counts(state, plan, t, run_at, counts)
+            run_at = t
+            events.extend(self._evaluate(state, plan, t, counts))
             state.last_boundary_ms = t
             t += step
+        state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
         self._prune(state, plan, prev, target)
         return events
+
+    def _counts(
+        self,
+        state: BrandState,
+        plan: BrandPlan,
+        t: int,
+        run_at: int | None,
+        counts: list[int] | None,
+    ) -> list[int]:
+        """Each rule's window count at boundary ``t``, moved by one step when possible.
+
+        Valid because buckets before the last evaluated boundary never change.
+        """
+        step = self.step_ms
+        series = state.series
+        if counts is not None and run_at == t - step and len(counts) == len(plan.rules):
+            enter, out = t - step, t - step
+            new = []
+            for rp, count in zip(plan.rules, counts, strict=True):
+                s = series.get(rp.series)
+                if s is not None:
+                    get = s.counts.get
+                    count += get(enter, 0) - get(out - rp.window_ms, 0)
+                new.append(count)
+            return new
+        new = []
+        for rp in plan.rules:
+            s = series.get(rp.series)
+            if s is None:
+                new.append(0)
+                continue
+            get = s.counts.get
+            new.append(sum(get(k, 0) for k in range(t - rp.window_ms, t, step)))
+        return new
 
     def open_incidents(self, state: BrandState) -> list[tuple[str, str]]:
         """``(rule_id, severity)`` of each open incident, by rule id."""
         return sorted((rule_id, inc.severity) for rule_id, inc in state.incidents.items())
 
     # -------------------------------------------------------------- internals
+
+    def _adopt(self, state: BrandState, plan: BrandPlan) -> None:
+        """Bring a state made under another RuleSet (or just loaded) in line with ``plan``."""
+        if state.cache.get("plan") is not plan:
+            self._reconcile(state, plan)
+            state.cache.clear()  # derived values of another plan are not valid here
+            state.cache["plan"] = plan
 
     def _reconcile(self, state: BrandState, plan: BrandPlan) -> None:
         """Forget series and incidents of rules this RuleSet no longer has."""
@@ -323,26 +374,21 @@ class Detector:
             log.info("brand %s: rule %s was removed; its open incident %s is closed silently",
                      state.brand, rule_id, state.incidents[rule_id].incident_id)  # fmt: skip
             del state.incidents[rule_id]
-        if stale or gone:
-            state.cache.clear()
         for name, series in state.series.items():
             if series.tiles and name not in plan.adaptive_series:
                 series.tiles.clear()
 
-    def _evaluate(self, state: BrandState, plan: BrandPlan, t: int) -> list[AlertEvent]:
+    def _evaluate(
+        self, state: BrandState, plan: BrandPlan, t: int, counts: list[int]
+    ) -> list[AlertEvent]:
         events: list[AlertEvent] = []
-        for rp in plan.rules:
+        incidents = state.incidents
+        for rp, count in zip(plan.rules, counts, strict=True):
             rule_id = rp.rule.id
-            inc = state.incidents.get(rule_id)
-            series = state.series.get(rp.series)
-            count = 0
-            if series is not None:
-                key = (rp.series, "win", rp.window_ms)
-                count, cache = range_sum(series.counts, t - rp.window_ms, t, self.step_ms,
-                                         state.range_cache(key))  # fmt: skip
-                state.cache[key] = cache
+            inc = incidents.get(rule_id)
             if inc is None and count < rp.min_count:
                 continue
+            series = state.series.get(rp.series)
             win = _Window(state, rp, series, t, count)
             holds = self._holds(state, rp, win)
             if inc is None:
@@ -422,13 +468,16 @@ class Detector:
 
     def _prune(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, now_ms: int) -> None:
         """Drop what no future window can read (pruning never changes a decision)."""
-        if prev_ms is not None and floor_to(prev_ms, HIST_MS) == floor_to(now_ms, HIST_MS):
+        if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
             return
         step_before = now_ms - plan.max_window_ms
         hist_before = floor_to(step_before, HIST_MS) - plan.max_baseline_ms - HIST_MS
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
         for series in state.series.values():
             series.prune(step_before, hist_before, tile_before)
+        # running baseline sums may span pruned buckets: rebuild them on demand
+        for key in [k for k in state.cache if isinstance(k, tuple) and k[1] == "base"]:
+            del state.cache[key]
         if prev_ms is None or floor_to(prev_ms, DEDUP_PRUNE_EVERY_MS) != floor_to(
             now_ms, DEDUP_PRUNE_EVERY_MS
         ):
