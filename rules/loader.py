@@ -50,8 +50,15 @@ def _read(path: Path, display: str, problems: list[Problem]) -> str | None:
         return None
 
 
-def _load_file(display: str, source: str, problems: list[Problem]) -> tuple[Brand, Node] | None:
-    """Check one file; append its problems; return the brand and its id node when valid."""
+_Loaded = tuple[Brand | None, str | None, Node | None]
+
+
+def _load_file(display: str, source: str, problems: list[Problem]) -> _Loaded:
+    """Check one file and append its problems.
+
+    Returns the brand (None when the file has problems) and its id and id node
+    as written (None when unreadable), for the duplicate check across files.
+    """
     try:
         root = compose(source)
     except yaml.MarkedYAMLError as exc:
@@ -60,23 +67,22 @@ def _load_file(display: str, source: str, problems: list[Problem]) -> tuple[Bran
         context = f" ({exc.context})" if exc.context else ""
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problems.append(Problem(display, line, col, f"YAML syntax error: {what}{context}"))
-        return None
+        return None, None, None
     except yaml.YAMLError as exc:  # pragma: no cover - reader errors carry no mark
         problems.append(Problem(display, 1, 1, f"YAML error: {exc}"))
-        return None
+        return None, None, None
     if root is None:
         problems.append(
             Problem(
                 display, 1, 1, "empty file: expected a brand mapping with 'brand' and 'mentions'"
             )
         )
-        return None
+        return None, None, None
     checker = FileChecker(display, source)
     loaded = _brand(checker, root)
     problems.extend(sorted(checker.problems, key=lambda p: (p.line, p.col)))
-    if loaded is None or checker.problems:
-        return None
-    return loaded
+    brand = loaded[0] if loaded is not None and not checker.problems else None
+    return brand, checker.brand_id, checker.brand_id_node
 
 
 def _brand(c: FileChecker, root: Node) -> tuple[Brand, Node] | None:
@@ -85,6 +91,7 @@ def _brand(c: FileChecker, root: Node) -> tuple[Brand, Node] | None:
         return None
     brand_id = c.string(fields.get("brand"), "brand")
     id_node = fields["brand"][1] if "brand" in fields else root
+    c.brand_id, c.brand_id_node = brand_id, id_node
     if brand_id is not None and not _ID.match(brand_id):
         c.at(
             id_node,
@@ -137,23 +144,23 @@ def load_rules(directory: str | Path) -> RuleSet:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         if source is None:
             continue
-        loaded = _load_file(display, source, problems)
-        if loaded is None:
+        brand, brand_id, id_node = _load_file(display, source, problems)
+        if brand_id is None or id_node is None:
             continue
-        brand, id_node = loaded
-        where = f"{display}:{id_node.start_mark.line + 1}:{id_node.start_mark.column + 1}"
-        if brand.id in seen:
+        line, col = id_node.start_mark.line + 1, id_node.start_mark.column + 1
+        if brand_id in seen:
             problems.append(
                 Problem(
                     display,
-                    id_node.start_mark.line + 1,
-                    id_node.start_mark.column + 1,
-                    f"duplicate brand id '{brand.id}' (already defined at {seen[brand.id]})",
+                    line,
+                    col,
+                    f"duplicate brand id '{brand_id}' (already defined at {seen[brand_id]})",
                 )
             )
             continue
-        seen[brand.id] = where
-        brands.append(brand)
+        seen[brand_id] = f"{display}:{line}:{col}"
+        if brand is not None:
+            brands.append(brand)
     if problems:
         raise RuleError(problems)
     return RuleSet(brands=tuple(brands), digest=digest.hexdigest())

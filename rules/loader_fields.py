@@ -45,6 +45,9 @@ class FileChecker:
         self.path = path
         self.source = source
         self.problems: list[Problem] = []
+        self.brand_id: str | None = None
+        """The file's brand id as written (even when the file has problems)."""
+        self.brand_id_node: Node | None = None
 
     # ---------------------------------------------------------------- basics
 
@@ -209,33 +212,44 @@ class FileChecker:
             return None
         rules: list[Rule] = []
         ids: dict[str, int] = {}
+        kinds: dict[str, str] = {}
         of_refs: list[tuple[Node, str, str]] = []
         ok = True
         for item in node.value:
+            id_node = self._id_node(item)
+            if id_node is not item and isinstance(id_node, ScalarNode):
+                rid = str(id_node.value)
+                if rid in ids:
+                    self.at(id_node, f"duplicate rule id '{rid}' (first at line {ids[rid]})")
+                    ok = False
+                else:
+                    ids[rid] = id_node.start_mark.line + 1
+                    kinds[rid] = self._kind(item) or ""
             rule = self.rule(item, id_re, of_refs)
             if rule is None:
                 ok = False
                 continue
-            if rule.id in ids:
-                id_node = self._id_node(item)
-                self.at(id_node, f"duplicate rule id '{rule.id}' (first at line {ids[rule.id]})")
-                ok = False
-                continue
-            ids[rule.id] = self._id_node(item).start_mark.line + 1
             rules.append(rule)
-        by_id = {r.id: r for r in rules}
         for of_node, of, rule_id in of_refs:
-            target = by_id.get(of)
-            if of == "mentions" or isinstance(target, KeywordRule):
+            if of == "mentions" or kinds.get(of) == "keyword":
                 continue
-            keyword_ids = [r.id for r in rules if isinstance(r, KeywordRule)]
+            target = kinds.get(of)
+            keyword_ids = [r for r, k in kinds.items() if k == "keyword"]
             expected = "'mentions'" + (
                 " or a keyword rule: " + ", ".join(keyword_ids) if keyword_ids else ""
             )
-            what = "a velocity rule" if target is not None else "no keyword rule of this brand"
+            what = f"a {target} rule" if target else "no keyword rule of this brand"
             self.at(of_node, f"'of: {of}' in rule '{rule_id}' names {what} (expected {expected})")
             ok = False
         return tuple(rules) if ok else None
+
+    @staticmethod
+    def _kind(item: Node) -> str | None:
+        if isinstance(item, MappingNode):
+            for k, v in item.value:
+                if isinstance(k, ScalarNode) and k.value == "kind" and isinstance(v, ScalarNode):
+                    return str(v.value)
+        return None
 
     @staticmethod
     def _id_node(item: Node) -> Node:
@@ -249,11 +263,7 @@ class FileChecker:
         self, item: Node, id_re: re.Pattern[str], of_refs: list[tuple[Node, str, str]]
     ) -> Rule | None:
         before = len(self.problems)
-        kind = None
-        if isinstance(item, MappingNode):
-            for k, v in item.value:
-                if isinstance(k, ScalarNode) and k.value == "kind" and isinstance(v, ScalarNode):
-                    kind = str(v.value)
+        kind = self._kind(item)
         rid_hint = ""
         id_node = self._id_node(item)
         if isinstance(id_node, ScalarNode) and id_node is not item:

@@ -103,7 +103,7 @@ class Or:
 
 @dataclass(frozen=True, slots=True)
 class Near:
-    """Some term of ``left`` within ``distance`` words of some term of ``right``."""
+    """Some term of ``left`` with at most ``distance`` words between it and one of ``right``."""
 
     left: tuple[Term, ...]
     right: tuple[Term, ...]

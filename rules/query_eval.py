@@ -90,7 +90,8 @@ def near_match(
 ) -> bool:
     """Some occurrence of a left term within ``distance`` words of a right term.
 
-    Distance counts word steps: adjacent words are 1 apart; overlapping occurrences are 0.
+    ``distance`` is the most words allowed between them, in either order
+    (adjacent or overlapping occurrences have 0 between).
     """
     lpos = [p for t in left for p in occurrences(tokens, t)]
     if not lpos:
@@ -98,7 +99,7 @@ def near_match(
     rpos = [p for t in right for p in occurrences(tokens, t)]
     for ls, le in lpos:
         for rs, re_ in rpos:
-            gap = rs - le if le < rs else ls - re_ if re_ < ls else 0
+            gap = rs - le - 1 if le < rs else ls - re_ - 1 if re_ < ls else 0
             if gap <= distance:
                 return True
     return False
