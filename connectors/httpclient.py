@@ -153,6 +153,8 @@ class LineReader:
                 return None
             try:
                 chunk = await asyncio.wait_for(self.resp.content.readany(), remaining)
+            except aiohttp.ServerTimeoutError:
+                raise  # the stall timeout (sock_read): the stream is dead
             except TimeoutError:
                 return None
             if not chunk:

@@ -199,6 +199,20 @@ async def test_drop_with_nothing_read_raises_retriable_disconnect() -> None:
             await src.close()
 
 
+async def test_stalled_stream_is_a_retriable_disconnect() -> None:
+    fake = FakeMastodon()
+    async with serve(fake) as url:
+        src = source(url, stall_timeout_s=0.2, batch_wait_s=0.6)
+        try:
+            cursor = (await src.fetch(None)).cursor  # connected; the server then says nothing
+            with pytest.raises(SourceError) as info:
+                await src.fetch(cursor)
+            assert info.value.retriable and info.value.kind == "disconnect"
+            assert "Timeout" in str(info.value)
+        finally:
+            await src.close()
+
+
 async def test_restart_from_checkpoint_neither_skips_nor_repeats() -> None:
     fake = FakeMastodon()
     async with serve(fake) as url:
