@@ -3,7 +3,7 @@
 Every term of every brand is compiled into ONE Aho-Corasick automaton over
 normalised text, so the cost per post grows with the post's length, not with
 the number of rules.  The automaton runs over the UTF-8 bytes of the text
-(carried as a latin-1 ``str``, which pyahocorasick walks ~5x faster on Chinese
+(carried as a latin-1 ``str``, which pyahocorasick walks 10-30x faster on Chinese
 than code points: see BENCHMARKS.md).  Word boundaries are checked only for
 the hits, and only for Latin-script term ends; CJK terms are substrings.
 
@@ -152,13 +152,18 @@ class Matcher:
             return hits
         enc = _encode(text)
         last = len(enc) - 1
+        word = _ASCII_WORD
         for end, (length, entries) in self._automaton.iter(enc):
             start = end - length + 1
             for tid, start_b, end_b in entries:
-                if start_b and start > 0 and _word_before(enc, start):
-                    continue
-                if end_b and end < last and _word_after(enc, end + 1):
-                    continue
+                if start_b and start:
+                    c = enc[start - 1]
+                    if c in word or (c >= "\x80" and _word_before(enc, start)):
+                        continue
+                if end_b and end < last:
+                    c = enc[end + 1]
+                    if c in word or (c >= "\x80" and _word_after(enc, end + 1)):
+                        continue
                 hits.add(tid)
         return hits
 

@@ -15,6 +15,7 @@ on its own; CJK terms match as substrings.
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from functools import lru_cache
 from importlib import resources
@@ -55,6 +56,26 @@ def _t2s_table() -> tuple[dict[int, int], frozenset[str]]:
     return table, frozenset(chr(c) for c in table)
 
 
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+@lru_cache(maxsize=1)
+def _trad_finder() -> tuple[re.Pattern[str], frozenset[str]]:
+    """Finds folded characters fast: a regex class of the BMP ones (compiled to a
+    bitmap; built from OpenCC data, never from user input) and a set of the rest."""
+    table, trad = _t2s_table()
+    bmp = "".join(re.escape(chr(c)) for c in sorted(table) if c < 0x10000)
+    astral = frozenset(c for c in trad if ord(c) >= 0x10000)
+    return re.compile(f"[{bmp}]" if bmp else "(?!)"), astral
+
+
+def _has_traditional(s: str) -> bool:
+    bmp, astral = _trad_finder()
+    if bmp.search(s):
+        return True
+    return bool(astral) and any(c in astral for c in _ASTRAL.findall(s))
+
+
 def normalize(text: str) -> str:
     """NFKC, case-fold, Traditional -> Simplified; idempotent.
 
@@ -66,9 +87,8 @@ def normalize(text: str) -> str:
     s = unicodedata.normalize("NFKC", text).casefold()
     if not s.isascii():
         s = unicodedata.normalize("NFKC", s)
-        table, trad = _t2s_table()
-        if not trad.isdisjoint(s):
-            s = s.translate(table)
+        if _has_traditional(s):
+            s = s.translate(_t2s_table()[0])
     return s
 
 

@@ -5,7 +5,7 @@ Grammar, lowest precedence first (NOT binds tightest)::
     query   := or
     or      := and ("OR" and)*
     and     := near (["AND"] near)*          adjacent operands mean AND
-    near    := not ("NEAR/n" not)*           operands: terms or (t OR t ...)
+    near    := not ("NEAR/n" not)*           at most n words between; operands: terms or (t OR t)
     not     := "NOT"* primary
     primary := term | field | "(" or ")"
 

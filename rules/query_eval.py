@@ -143,18 +143,19 @@ def compile_query(node: Node, term_id: Callable[[Term], int]) -> Predicate:
     if isinstance(node, Not):
         child = compile_query(node.child, term_id)
         return lambda ctx: not child(ctx)
-    if isinstance(node, And):
-        parts = tuple(compile_query(c, term_id) for c in node.children)
+    if isinstance(node, And | Or):
+        # plain terms become one set operation; the rest stay predicates
+        ids = frozenset(term_id(c) for c in node.children if isinstance(c, Term))
+        parts = tuple(compile_query(c, term_id) for c in node.children if not isinstance(c, Term))
+        if isinstance(node, And):
 
-        def all_of(ctx: QueryContext) -> bool:
-            return all(p(ctx) for p in parts)
+            def all_of(ctx: QueryContext) -> bool:
+                return ids <= ctx.hits and all(p(ctx) for p in parts)
 
-        return all_of
-    if isinstance(node, Or):
-        parts = tuple(compile_query(c, term_id) for c in node.children)
+            return all_of
 
         def any_of(ctx: QueryContext) -> bool:
-            return any(p(ctx) for p in parts)
+            return not ids.isdisjoint(ctx.hits) or any(p(ctx) for p in parts)
 
         return any_of
     left = tuple(_near_term(t, term_id) for t in node.left)
