@@ -108,6 +108,10 @@ class Runner:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
+    async def wait_for_stop(self) -> None:
+        """Return once ``stop()`` was called."""
+        await self._stopping.wait()
+
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT call ``stop()`` (graceful shutdown)."""
         loop = asyncio.get_running_loop()
