@@ -31,7 +31,7 @@ WORKDIR /app
 USER crisiswatch:crisiswatch
 EXPOSE 6066 9464 8088
 # The worker answers /healthz on its web port; compose overrides this check for
-# the connector services, which serve /metrics (9464) and /healthz (8088) instead.
+# the connectors service, which serves /metrics on 9464 instead.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CRISISWATCH_WEB_PORT', '6066'), timeout=3)"
 ENTRYPOINT ["crisiswatch"]

@@ -163,17 +163,17 @@ def test_kafka_sets_every_required_key() -> None:
             assert bootstrap == "kafka:19092", name
 
 
-def _init_script() -> tuple[str, dict[str, str]]:
+def _init_script(compose_env: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     init = _compose()["services"]["kafka-init"]
     (script,) = init["command"]
     # compose turns $$ into $ before the shell sees it
     assert "$" not in script.replace("$$", "")
-    env = {k: _interpolate(str(v)) for k, v in init["environment"].items()}
+    env = {k: _interpolate(str(v), compose_env) for k, v in init["environment"].items()}
     return script.replace("$$", "$"), env
 
 
 def _run_init(tmp_path: Path, overrides: dict[str, str] | None = None) -> list[list[str]]:
-    script, env = _init_script()
+    script, env = _init_script(overrides)
     log = tmp_path / "calls.jsonl"
     stub = tmp_path / "kafka-topics.sh"
     stub.write_text(
@@ -181,7 +181,6 @@ def _run_init(tmp_path: Path, overrides: dict[str, str] | None = None) -> list[l
         f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
     )
     stub.chmod(0o755)
-    env.update(overrides or {})
     result = subprocess.run(
         ["bash", "-c", script],
         env={"PATH": os.environ["PATH"], "KAFKA_TOPICS": str(stub), **env},
@@ -220,29 +219,33 @@ def test_topic_initialiser_declares_every_topic(tmp_path: Path) -> None:
         "crisiswatch.matches",
         "crisiswatch.alerts",
         "crisiswatch.connector-state",
-        "crisiswatch-worker-brand_state-changelog",
+        "crisiswatch.brand-state-changelog",
     }
     for name, opts in topics.items():
         assert opts["replication-factor"] == "1"
         expected = "1" if name.endswith("connector-state") else "4"
         assert opts["partitions"] == expected, name
     compacted = {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
-    assert topics["crisiswatch-worker-brand_state-changelog"]["config"] == compacted
+    assert topics["crisiswatch.brand-state-changelog"]["config"] == compacted
     assert topics["crisiswatch.connector-state"]["config"] == compacted
     assert topics["crisiswatch.posts"]["config"] == {}
 
 
 def test_topic_initialiser_follows_prefix_and_partitions(tmp_path: Path) -> None:
-    topics = _topics(_run_init(tmp_path, {"PREFIX": "acme-prod", "PARTITIONS": "12"}))
+    topics = _topics(
+        _run_init(
+            tmp_path, {"CRISISWATCH_TOPIC_PREFIX": "acme-prod", "CRISISWATCH_PARTITIONS": "12"}
+        )
+    )
     assert topics["acme-prod.posts"]["partitions"] == "12"
     assert topics["acme-prod.alerts"]["partitions"] == "12"
-    assert topics["crisiswatch-worker-brand_state-changelog"]["partitions"] == "12"
+    assert topics["acme-prod.brand-state-changelog"]["partitions"] == "12"
     assert topics["acme-prod.connector-state"]["partitions"] == "1"
 
 
 def test_changelog_topic_name_is_written_in_one_place() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
-    assert text.count("brand_state-changelog") == 1
+    assert text.count("brand-state-changelog") == 1
 
 
 def test_dockerfile_is_slim_non_root_with_healthcheck() -> None:

@@ -121,5 +121,5 @@ def test_workers_are_discovered_by_dns_so_scaled_workers_are_all_scraped() -> No
     assert sd["port"] == 6066
     connectors = jobs["crisiswatch-connectors"]["dns_sd_configs"][0]
     assert connectors["port"] == 9464
-    assert set(connectors["names"]) == {"connectors", "webhook"}
+    assert connectors["names"] == ["connectors"]
     assert config["rule_files"] == ["alerts.yml"]
