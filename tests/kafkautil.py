@@ -93,7 +93,8 @@ async def consume_all(
                 continue
             if time.monotonic() - last_new >= idle_s:
                 ends = await consumer.end_offsets(tps)
-                if all(await consumer.position(tp) >= ends[tp] for tp in tps):
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                     break
     finally:
         await consumer.stop()

@@ -1,0 +1,314 @@
+"""``build_app(settings)``: the only place a faust App is made.
+
+Two agents, both thin:
+- ``match`` reads ``<prefix>.posts`` in batches, calls the engine's matcher and
+  sends one hit per (post, brand) to ``<prefix>.matches`` keyed by brand, dead
+  letters to ``<prefix>.posts.dlq``, then a watermark tick to every matches
+  partition;
+- ``detect`` reads ``<prefix>.matches``, keeps each brand's state (windows,
+  incidents) in the changelog-backed table ``brand_state`` and sends incident
+  events to ``<prefix>.alerts`` keyed by brand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+from faust.streams import _current_event
+from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
+from prometheus_client import CollectorRegistry
+
+from streams.codecs import Tick, encode_hit, encode_tick
+from streams.metrics import WorkerMetrics
+from streams.rulesource import RuleHolder
+from streams.settings import Settings
+from streams.stages import DetectStage, MatchStage, Record
+from streams.topics import changelog_topic
+from streams.web import install_views
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.05
+
+
+class IdempotentProducer(AIOKafkaProducerDriver):
+    """faust's aiokafka producer with idempotence on (faust enables it only for transactions)."""
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Worker:
+    """A built, not yet started, worker."""
+
+    app: faust.App
+    settings: Settings
+    metrics: WorkerMetrics
+    rules: RuleHolder
+    match_stage: MatchStage
+    detect_stage: DetectStage
+
+
+def _credentials(settings: Settings) -> Any:
+    sec = settings.security
+    if sec.protocol == "PLAINTEXT":
+        return None
+    ssl_context = None
+    if sec.protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(
+            cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
+        )
+    if sec.protocol == "SSL":
+        return ssl_context
+    return faust.SASLCredentials(
+        username=sec.sasl_username,
+        password=sec.sasl_password.reveal() if sec.sasl_password else None,
+        mechanism=sec.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
+
+
+def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
+    registry = CollectorRegistry() if registry is None else registry
+    metrics = WorkerMetrics(registry)
+    rules = RuleHolder(
+        settings.rules_dir, metrics, lateness_ms=settings.lateness_ms, step_ms=settings.step_ms
+    )
+    n = settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=";".join(f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")),
+        broker_credentials=_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=n,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        consumer_metadata_max_age_ms=5_000,
+        producer_metadata_max_age_ms=5_000,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_in_thread=False,
+        autodiscover=False,
+        table_cleanup_interval=3600.0,
+        stream_wait_empty=False,
+        logging_config=None,
+        loghandlers=[],
+    )
+    transport = app.transport
+    assert isinstance(transport, AIOKafkaTransport)
+    transport.Producer = IdempotentProducer  # type: ignore[misc]
+
+    posts = app.topic(
+        settings.topic("posts"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=n,
+    )
+    matches = app.topic(
+        settings.topic("matches"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=n,
+        internal=True,
+    )
+    alerts = app.topic(
+        settings.topic("alerts"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=n,
+    )
+    dlq = app.topic(
+        settings.topic("posts.dlq"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=n,
+    )
+    table = app.Table(
+        "brand_state",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=n,
+        changelog_topic=app.topic(
+            changelog_topic(settings),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=n,
+            compacting=True,
+            deleting=False,
+            internal=True,
+        ),
+    )
+
+    match_stage = MatchStage(
+        rules, metrics, idle_after_ms=int(settings.idle_partition_s * 1000), now_ms=_now_ms
+    )
+
+    def load_state(brand: str) -> bytes | None:
+        value = table.get(brand.encode())
+        return bytes(value) if value is not None else None
+
+    detect_stage = DetectStage(rules, metrics, partitions=n, load=load_state, now_ms=_now_ms)
+    sender = f"{settings.app_id}:{uuid.uuid4().hex[:8]}"
+    send_lock = asyncio.Lock()
+
+    async def send_ticks(busy: frozenset[int] = frozenset()) -> None:
+        report = match_stage.clock.report(_now_ms(), busy)
+        if not report:
+            return
+        value = encode_tick(Tick(sender, report))
+        futures = [await matches.send(key=None, value=value, partition=q) for q in range(n)]
+        await asyncio.gather(*futures)
+
+    @app.agent(posts, name="match")  # type: ignore[arg-type]
+    async def match(stream: faust.Stream) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            records = [
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            out = match_stage.process(records)
+            async with send_lock:
+                futures = [
+                    await matches.send(key=h.brand.encode(), value=encode_hit(h)) for h in out.hits
+                ]
+                futures += [
+                    await dlq.send(key=key, value=orjson.dumps(dead))
+                    for key, dead in out.dead_letters
+                ]
+                await asyncio.gather(*futures)  # acknowledged before the posts are acked
+                match_stage.commit_event_times(out.event_times)
+                await send_ticks()
+
+    @app.agent(matches, name="detect")  # type: ignore[arg-type]
+    async def detect(stream: faust.Stream) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            records = [
+                Record(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in events
+            ]
+            out = detect_stage.process(records)
+            now = _now_ms()
+            for ev in out.events:
+                await alerts.send(key=ev.brand.encode(), value=orjson.dumps(ev.to_cloudevent()))
+                metrics.incident_events.labels(ev.brand, ev.type.rsplit(".", 1)[-1]).inc()
+                if ev.trigger_ingested_at_ms is not None:
+                    metrics.alert_latency.observe(max(0, now - ev.trigger_ingested_at_ms) / 1000)
+                log.info(
+                    "%s %s/%s severity=%s incident=%s",
+                    ev.type,
+                    ev.brand,
+                    ev.rule_id,
+                    ev.severity,
+                    ev.incident_id,
+                )
+            for brand, index in out.dirty.items():
+                # the changelog partition is the current event's: use one of the brand's own
+                token = _current_event.set(weakref.ref(events[index]))
+                try:
+                    table[brand.encode()] = detect_stage.dump(brand)
+                finally:
+                    _current_event.reset(token)
+
+    @app.timer(settings.tick_interval_s)
+    async def tick_when_quiet() -> None:
+        busy = await _partitions_behind(app, settings.topic("posts"))
+        async with send_lock:
+            match_stage.clock.assign(_assigned(app, settings.topic("posts")), _now_ms())
+            await send_ticks(busy)
+
+    if settings.rules_reload_s > 0:
+
+        @app.timer(settings.rules_reload_s)
+        async def reload_rules() -> None:
+            rules.reload_if_changed()
+
+    @app.timer(5.0)
+    async def consumer_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            try:
+                highwater = consumer.highwater(tp)
+                position = await consumer.position(tp)
+            except Exception:  # not yet fetched
+                continue
+            if highwater is not None and position is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - position)
+                )
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
+        detect_stage.forget()
+
+    install_views(app, metrics, rules)
+    return Worker(app, settings, metrics, rules, match_stage, detect_stage)
+
+
+async def _partitions_behind(app: faust.App, topic: str) -> frozenset[int]:
+    """Posts partitions with records not yet consumed: busy, never idle."""
+    behind = set()
+    try:
+        for tp in app.consumer.assignment():
+            if tp.topic != topic:
+                continue
+            highwater = app.consumer.highwater(tp)
+            position = await app.consumer.position(tp)
+            if highwater is None or position is None or highwater > position:
+                behind.add(tp.partition)
+    except Exception:  # consumer not started or partition not fetched yet
+        log.debug("cannot read positions yet", exc_info=True)
+    return frozenset(behind)
+
+
+def _assigned(app: faust.App, topic: str) -> set[int]:
+    try:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+    except Exception:  # consumer not started yet
+        return set()

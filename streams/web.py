@@ -1,0 +1,49 @@
+"""Health, readiness and metrics views on the worker's faust web server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from streams.metrics import WorkerMetrics
+from streams.rulesource import RuleHolder
+
+
+def install_views(app: faust.App, metrics: WorkerMetrics, rules: RuleHolder) -> None:
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            body = generate_latest(metrics.registry)
+            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/healthz")
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            state = _readiness(app, rules)
+            return self.json(state, status=200 if state["ready"] else 503)
+
+
+def _readiness(app: faust.App, rules: RuleHolder) -> dict[str, Any]:
+    try:
+        assigned = len(app.consumer.assignment())
+    except Exception:
+        assigned = 0
+    recovery = getattr(app.tables, "recovery", None)
+    recovering = bool(getattr(recovery, "in_recovery", False))
+    ready = app.started and not app.rebalancing and not recovering and assigned > 0
+    return {
+        "ready": ready,
+        "rebalancing": bool(app.rebalancing),
+        "recovering": recovering,
+        "assigned_partitions": assigned,
+        "rules_digest": rules.current.ruleset.digest[:12],
+        "brands": len(rules.current.ruleset.brands),
+    }

@@ -1,0 +1,65 @@
+"""``crisiswatch worker``: run the streaming worker with the ``CRISISWATCH_*`` settings."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from rules.errors import RuleError
+from streams.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Configured by environment: CRISISWATCH_KAFKA_BOOTSTRAP, CRISISWATCH_RULES_DIR, "
+        "CRISISWATCH_WEB_PORT, ... (see .env.example)."
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"crisiswatch worker: {exc}", file=sys.stderr)
+        return 2
+    from streams.app import build_app
+    from streams.topics import ensure_topics
+
+    try:
+        worker = build_app(settings)
+    except RuleError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"crisiswatch worker: the rules in {settings.rules_dir} are invalid", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(ensure_topics(settings))
+    except Exception as exc:
+        print(
+            f"crisiswatch worker: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    import faust
+
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    w = faust.Worker(
+        worker.app,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    log.info(
+        "worker %s: kafka %s, rules %s (%d brands), web port %d",
+        settings.app_id,
+        settings.kafka_bootstrap,
+        settings.rules_dir,
+        len(worker.rules.current.ruleset.brands),
+        settings.web_port,
+    )
+    w.execute_from_commandline()
+    return 0
