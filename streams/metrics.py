@@ -104,8 +104,8 @@ class WorkerMetrics:
             ["kind"],
             registry=registry,
         )
-        self.window_count = Gauge(
-            "crisiswatch_window_count",
+        self.window_posts = Gauge(
+            "crisiswatch_window_posts",
             "Posts in the current window of a velocity rule.",
             ["brand", "rule"],
             registry=registry,

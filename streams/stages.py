@@ -245,7 +245,7 @@ class DetectStage:
                 if isinstance(rule, VelocityRule) and figures_of is not None:
                     figures = figures_of(st, rule.id)
                     if figures is not None:
-                        self.metrics.window_count.labels(brand, rule.id).set(figures[0])
+                        self.metrics.window_posts.labels(brand, rule.id).set(figures[0])
                         self.metrics.baseline_level.labels(brand, rule.id).set(figures[1])
 
     def dump(self, brand: str) -> bytes:

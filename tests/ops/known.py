@@ -25,7 +25,7 @@ WORKER_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "crisiswatch_rule_reloads_total": ("counter", frozenset({"result"})),
     "crisiswatch_rules_last_reload_success": ("gauge", frozenset()),
     "crisiswatch_rules_loaded": ("gauge", frozenset({"kind"})),
-    "crisiswatch_window_count": ("gauge", frozenset({"brand", "rule"})),
+    "crisiswatch_window_posts": ("gauge", frozenset({"brand", "rule"})),
     "crisiswatch_baseline_level": ("gauge", frozenset({"brand", "rule"})),
 }
 CONNECTOR_METRICS: dict[str, tuple[str, frozenset[str]]] = {

@@ -117,7 +117,7 @@ def test_pipeline_dashboard_covers_the_required_views() -> None:
 def test_brand_dashboard_has_baseline_incidents_and_event_annotations() -> None:
     dash = _load(GRAFANA / "dashboards" / "brand-watch.json")
     exprs = " ".join(e for _, e in _exprs(dash))
-    assert "crisiswatch_window_count" in exprs and "crisiswatch_baseline_level" in exprs
+    assert "crisiswatch_window_posts" in exprs and "crisiswatch_baseline_level" in exprs
     assert "max by (brand, severity) (crisiswatch_open_incidents" in exprs
     (ann,) = [a for a in dash["annotations"]["list"] if "expr" in a]
     assert "crisiswatch_incident_events_total" in ann["expr"]
