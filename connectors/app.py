@@ -67,6 +67,7 @@ class ConnectApp:
         *,
         registry: CollectorRegistry,
         metrics_port: int = 0,
+        metrics_host: str = "0.0.0.0",
         resume: bool = True,
         create_topics: bool = True,
     ) -> None:
@@ -75,6 +76,7 @@ class ConnectApp:
         self.env = env
         self.metrics = ConnectorMetrics(registry)
         self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
         self.resume = resume
         self.create_topics = create_topics
         self.outcomes: list[SourceOutcome] = []
@@ -90,7 +92,7 @@ class ConnectApp:
             msg = "no enabled sources to run"
             raise ConfigError(msg)
         if self.metrics_port:
-            serve_metrics(self.metrics_port, self.metrics.registry)
+            serve_metrics(self.metrics_port, self.metrics.registry, self.metrics_host)
         if self.create_topics:
             await ensure_topics(self.settings, [self.settings.posts_topic, self.settings.dlq_topic])
         publisher = Publisher(self.settings)

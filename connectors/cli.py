@@ -5,7 +5,8 @@
     crisiswatch connect --config connectors.yaml [--only NAME ...]
     crisiswatch connect KIND --name NAME [--option key=value ...]     (mastodon, bluesky, ...)
 
-Every form takes ``--metrics-port`` (default 9464; 0 = off).  Kafka comes
+Every form takes ``--metrics-port`` (default 9464; 0 = off) and ``--metrics-host``
+(default 0.0.0.0).  Kafka comes
 from ``CRISISWATCH_KAFKA_*``.  ``replay`` exits when every post is
 acknowledged and prints ``produced N posts (M rejected to the dead-letter
 topic)`` as its last stdout line.  Exit codes: 0 ok, 1 a source failed, 2 bad
@@ -52,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0 = off)"
+    )
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="/metrics listen address (default 0.0.0.0)"
     )
     replay = parser.add_argument_group("replay")
     replay.add_argument(
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         env,
         registry=CollectorRegistry(),
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         resume=bool(args.resume) or bool(args.config),
     )
     try:

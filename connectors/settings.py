@@ -98,8 +98,8 @@ class KafkaSettings:
     """Comma-separated ``host:port`` list (``CRISISWATCH_KAFKA_BOOTSTRAP``)."""
     topic_prefix: str = "crisiswatch"
     """Prefix of every topic (``CRISISWATCH_TOPIC_PREFIX``)."""
-    topic_partitions: int = 3
-    """Partitions of topics connectors create when missing (``CRISISWATCH_TOPIC_PARTITIONS``)."""
+    topic_partitions: int = 4
+    """Partitions of topics connectors create (``CRISISWATCH_PARTITIONS``, as the worker)."""
     replication_factor: int = 1
     """Replication factor of topics connectors create (``CRISISWATCH_TOPIC_REPLICATION_FACTOR``)."""
     security_protocol: str = "PLAINTEXT"
@@ -130,7 +130,7 @@ class KafkaSettings:
         """Read and validate the ``CRISISWATCH_KAFKA_*`` variables; raises ConfigError."""
         bootstrap = env.get("CRISISWATCH_KAFKA_BOOTSTRAP", "").strip() or "127.0.0.1:9092"
         prefix = env.get("CRISISWATCH_TOPIC_PREFIX", "").strip() or "crisiswatch"
-        partitions = _positive_int(env, "CRISISWATCH_TOPIC_PARTITIONS", 3)
+        partitions = _positive_int(env, "CRISISWATCH_PARTITIONS", 4)
         replication = _positive_int(env, "CRISISWATCH_TOPIC_REPLICATION_FACTOR", 1)
         protocol = env.get("CRISISWATCH_KAFKA_SECURITY_PROTOCOL", "").strip().upper() or "PLAINTEXT"
         if protocol not in _SECURITY_PROTOCOLS:
