@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 RUN=.run/demo
-SAMPLE=${SAMPLE:-samples/demo-posts.jsonl}
+SAMPLE=${SAMPLE:-samples/demo-posts.jsonl.gz}
 mkdir -p "$RUN"
 free_port() { "$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -50,13 +50,20 @@ echo "==> replaying $SAMPLE into crisiswatch.posts"
 echo "==> alerts read back from the crisiswatch.alerts topic"
 "$BIN/crisiswatch" alerts tail --from-beginning --idle-exit 15 | tee "$RUN/alerts.txt"
 n=$(grep -c "incident=" "$RUN/alerts.txt" || true)
+b=$("$BIN/crisiswatch" backtest --rules brands "$SAMPLE" 2>/dev/null | wc -l)
 echo
-echo "==> $n alert events came back from the real alert topic."
+echo "==> $n alert events came back from the real alert topic; backtest on the same file gives $b."
+[ "$n" -gt 0 ] || { echo "no alert came back; see $RUN/worker.log"; exit 1; }
 cat <<TXT
-Where to look while it runs (the demo stops everything when it ends):
+Where to look:
   metrics:   http://127.0.0.1:$WEB_PORT/metrics   (health: /healthz, readiness: /readyz)
-  alerts:    topic crisiswatch.alerts on $BOOTSTRAP
-  tail:      CRISISWATCH_KAFKA_BOOTSTRAP=$BOOTSTRAP .venv/bin/crisiswatch alerts tail --from-beginning
+  alerts:    topic crisiswatch.alerts on $BOOTSTRAP (CloudEvents JSON, keyed by brand)
+  tail:      CRISISWATCH_KAFKA_BOOTSTRAP=$BOOTSTRAP .venv/bin/crisiswatch alerts tail --from-beginning --idle-exit 5
   offline:   .venv/bin/crisiswatch backtest --rules brands $SAMPLE
 TXT
-[ "$n" -gt 0 ] || { echo "no alert came back; see $RUN/worker.log"; exit 1; }
+if [ "${DEMO_KEEP:-0}" = "1" ]; then
+  echo "The broker and the worker keep running (DEMO_KEEP=1); press Ctrl-C to stop them."
+  wait "$WORKER_PID" || true
+else
+  echo "(everything is stopped now; run 'DEMO_KEEP=1 make demo' to keep the broker and worker up and try these)"
+fi
