@@ -22,7 +22,7 @@ from rules.windows import DAY_MS, TILE_MS
 WEEK_MS = 7 * DAY_MS
 SLOT_HALF_WIDTH_MS = 3_600_000
 """Same time of day means within one hour either side."""
-SENSITIVITY_K: dict[str, float] = {"low": 8.0, "medium": 5.0, "high": 3.5}
+SENSITIVITY_K: dict[str, float] = {"low": 8.0, "medium": 6.0, "high": 4.5}
 """Robust z-score per sensitivity level (chosen with ``crisiswatch evaluate``)."""
 
 

@@ -258,6 +258,11 @@ class Detector:
         nxt = base + self.step_ms
         if state.incidents:
             return nxt
+        if state.cache.get("below") == base and state.last_boundary_ms is not None:
+            # every count was below its minimum: only a bucket not yet counted can matter
+            mentions = state.series.get(MENTIONS)
+            pending = [k for k in mentions.counts if k >= base] if mentions else []
+            return min(pending) + self.step_ms if pending else None
         newest = state.cache.get("newest")
         if newest is None:
             mentions = state.series.get(MENTIONS)
@@ -292,25 +297,40 @@ class Detector:
         keys: list[int] | None = None
         events: list[AlertEvent] = []
         prev = state.last_boundary_ms
-        # running window counts per rule, valid at boundary ``run_at`` (see _counts)
+        # running window counts per rule, valid at boundary ``run_at`` (see _counts);
+        # ``below_at``: a boundary where no incident was open and every count was
+        # below its min_count -- until a new bucket enters, nothing can open.
         run_at, counts = state.cache.get("run", (None, None))
+        below_at = state.cache.get("below")
         t = last + step
         while t <= target:
             if not state.incidents:
                 if keys is None:
                     keys = sorted(mentions.counts) if mentions else []
-                i = bisect_left(keys, t - plan.max_window_ms)
-                if i == len(keys):
-                    break
-                if keys[i] >= t:  # nothing in any window: jump to the next hit
-                    t = keys[i] + step
-                    if t > target:
+                if below_at is not None and below_at == run_at:
+                    i = bisect_left(keys, below_at)  # first bucket not yet in a window
+                    if i == len(keys):
                         break
+                    t = max(t, keys[i] + step)
+                else:
+                    i = bisect_left(keys, t - plan.max_window_ms)
+                    if i == len(keys):
+                        break
+                    if keys[i] >= t:  # nothing in any window: jump to the next hit
+                        t = keys[i] + step
+                if t > target:
+                    break
             counts = self._counts(state, plan, t, run_at, counts)
             run_at = t
             events.extend(self._evaluate(state, plan, t, counts))
+            below_at = None
+            if not state.incidents and all(
+                c < rp.min_count for c, rp in zip(counts, plan.rules, strict=True)
+            ):
+                below_at = t
             state.last_boundary_ms = t
             t += step
+        state.cache["below"] = below_at
         state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
         self._prune(state, plan, prev, target)
@@ -324,22 +344,31 @@ class Detector:
         run_at: int | None,
         counts: list[int] | None,
     ) -> list[int]:
-        """Each rule's window count at boundary ``t``, moved by one step when possible.
+        """Each rule's window count at boundary ``t``, moved from ``run_at`` when cheaper.
 
-        Valid because buckets before the last evaluated boundary never change.
+        Valid because buckets before the last evaluated boundary never change
+        (and the running counts are dropped whenever buckets are pruned).
         """
         step = self.step_ms
         series = state.series
-        if counts is not None and run_at == t - step and len(counts) == len(plan.rules):
-            enter, out = t - step, t - step
-            new = []
-            for rp, count in zip(plan.rules, counts, strict=True):
-                s = series.get(rp.series)
-                if s is not None:
-                    get = s.counts.get
-                    count += get(enter, 0) - get(out - rp.window_ms, 0)
-                new.append(count)
-            return new
+        if counts is not None and run_at is not None and len(counts) == len(plan.rules):
+            gap = t - run_at
+            if 0 < gap < plan.max_window_ms:
+                new = []
+                for rp, count in zip(plan.rules, counts, strict=True):
+                    s = series.get(rp.series)
+                    if s is not None:
+                        get = s.counts.get
+                        if gap == step:
+                            count += get(run_at, 0) - get(run_at - rp.window_ms, 0)
+                        elif gap < rp.window_ms:
+                            w = rp.window_ms
+                            for k in range(run_at, t, step):
+                                count += get(k, 0) - get(k - w, 0)
+                        else:
+                            count = sum(get(k, 0) for k in range(t - rp.window_ms, t, step))
+                    new.append(count)
+                return new
         new = []
         for rp in plan.rules:
             s = series.get(rp.series)
@@ -475,7 +504,8 @@ class Detector:
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
         for series in state.series.values():
             series.prune(step_before, hist_before, tile_before)
-        # running baseline sums may span pruned buckets: rebuild them on demand
+        # running sums may span pruned buckets: rebuild them on demand
+        state.cache.pop("run", None)
         for key in [k for k in state.cache if isinstance(k, tuple) and k[1] == "base"]:
             del state.cache[key]
         if prev_ms is None or floor_to(prev_ms, DEDUP_PRUNE_EVERY_MS) != floor_to(
