@@ -45,10 +45,24 @@ done
 curl -fs "http://127.0.0.1:$WEB_PORT/readyz" >/dev/null || { echo "the worker did not become ready; see $RUN/worker.log"; exit 1; }
 
 echo "==> replaying $SAMPLE into crisiswatch.posts"
-"$BIN/crisiswatch" connect replay "$SAMPLE"
+"$BIN/crisiswatch" connect replay "$SAMPLE" --metrics-port 0 | tee "$RUN/replay.txt"
+produced=$(tail -n 1 "$RUN/replay.txt" | awk '{print $2}')
+
+echo "==> waiting for the worker to process all $produced posts"
+processed() {
+  curl -fs "http://127.0.0.1:$WEB_PORT/metrics" | awk '
+    /^crisiswatch_posts_consumed_total/ || /^crisiswatch_dead_letters_total/ {n += $NF}
+    END {printf "%d", n}'
+}
+for _ in $(seq 1 600); do
+  [ "$(processed)" -ge "$produced" ] && break
+  kill -0 "$WORKER_PID" 2>/dev/null || { echo "the worker exited; see $RUN/worker.log"; exit 1; }
+  sleep 0.5
+done
+echo "    processed $(processed) of $produced"
 
 echo "==> alerts read back from the crisiswatch.alerts topic"
-"$BIN/crisiswatch" alerts tail --from-beginning --idle-exit 15 | tee "$RUN/alerts.txt"
+"$BIN/crisiswatch" alerts tail --from-beginning --idle-exit 10 | tee "$RUN/alerts.txt"
 n=$(grep -c "incident=" "$RUN/alerts.txt" || true)
 b=$("$BIN/crisiswatch" backtest --rules brands "$SAMPLE" 2>/dev/null | wc -l)
 echo

@@ -271,17 +271,13 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     @app.timer(5.0)
     async def consumer_lag() -> None:
-        consumer = app.consumer
-        for tp in consumer.assignment():
+        for tp in app.consumer.assignment():
             try:
-                highwater = consumer.highwater(tp)
-                position = await consumer.position(tp)
+                lag = _lag(app, tp)
             except Exception:  # not yet fetched
                 continue
-            if highwater is not None and position is not None:
-                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, highwater - position)
-                )
+            if lag is not None:
+                metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -291,18 +287,32 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     return Worker(app, settings, metrics, rules, match_stage, detect_stage)
 
 
+def _lag(app: faust.App, tp: Any) -> int | None:
+    """Records of ``tp`` not yet read by this worker's streams (None: not known yet).
+
+    Uses the consumer's in-process bookkeeping (offsets read by the streams and
+    committed), never a round trip to the consumer thread: it runs every tick.
+    """
+    consumer = app.consumer
+    highwater = consumer.highwater(tp)
+    if highwater is None:
+        return None
+    read = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
+    committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+    position = max(read + 1 if read is not None else 0, committed or 0)
+    return max(0, highwater - position)
+
+
 async def _partitions_behind(app: faust.App, topic: str) -> frozenset[int]:
-    """Posts partitions with records not yet consumed: busy, never idle."""
+    """Posts partitions with records not yet read: busy, never idle."""
     behind = set()
     try:
         for tp in app.consumer.assignment():
-            if tp.topic != topic:
-                continue
-            highwater = app.consumer.highwater(tp)
-            position = await app.consumer.position(tp)
-            if highwater is None or position is None or highwater > position:
-                behind.add(tp.partition)
-    except Exception:  # consumer not started or partition not fetched yet
+            if tp.topic == topic:
+                lag = _lag(app, tp)
+                if lag is None or lag > 0:
+                    behind.add(tp.partition)
+    except Exception:  # consumer not started yet
         log.debug("cannot read positions yet", exc_info=True)
     return frozenset(behind)
 
