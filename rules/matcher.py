@@ -2,10 +2,11 @@
 
 Every term of every brand is compiled into ONE Aho-Corasick automaton over
 normalised text, so the cost per post grows with the post's length, not with
-the number of rules.  The automaton runs over the UTF-8 bytes of the text
-(carried as a latin-1 ``str``, which pyahocorasick walks 10-30x faster on Chinese
-than code points: see BENCHMARKS.md).  Word boundaries are checked only for
-the hits, and only for Latin-script term ends; CJK terms are substrings.
+the number of rules.  The automaton is ``ahocorasick_rs`` (Rust; one call per
+post returns every overlapping match as code-point offsets), 3-4x faster on
+Chinese text than pyahocorasick (see BENCHMARKS.md).  Word boundaries are
+checked only for the hits, and only for Latin-script term ends; CJK terms are
+substrings.
 
 Boolean structure is then evaluated only for brands that had a hit, plus the
 brands whose ``mentions`` query can be true without any term (``NOT x``,
@@ -14,47 +15,15 @@ field-only queries).
 
 from __future__ import annotations
 
-import string
-
-import ahocorasick
+import ahocorasick_rs
 
 from rules.model import BrandMatch, KeywordRule, Post, RuleSet
-from rules.normalize import is_word_char
+from rules.normalize import WORD_CHARS
 from rules.query import Term, needs_hit, parse
 from rules.query_eval import Predicate, QueryContext, compile_query, prepare_text
 
-_ASCII_WORD = frozenset(string.ascii_letters + string.digits)
-
-# automaton value: (key length in bytes, ((term id, start boundary, end boundary), ...))
-_Entry = tuple[int, tuple[tuple[int, bool, bool], ...]]
-
-
-def _encode(text: str) -> str:
-    """UTF-8 bytes of ``text`` as a latin-1 string (identity for ASCII)."""
-    return text if text.isascii() else text.encode("utf-8").decode("latin-1")
-
-
-def _word_before(enc: str, i: int) -> bool:
-    """Is the character that ends just before byte ``i`` a word character?"""
-    c = enc[i - 1]
-    if c < "\x80":
-        return c in _ASCII_WORD
-    j = i - 1
-    while j > 0 and "\x80" <= enc[j] < "\xc0" and i - j < 4:
-        j -= 1
-    ch = enc[j:i].encode("latin-1").decode("utf-8", "replace")
-    return is_word_char(ch[-1])
-
-
-def _word_after(enc: str, i: int) -> bool:
-    """Is the character that starts at byte ``i`` a word character?"""
-    c = enc[i]
-    if c < "\x80":
-        return c in _ASCII_WORD
-    lead = ord(c)
-    width = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-    ch = enc[i : i + width].encode("latin-1").decode("utf-8", "replace")
-    return is_word_char(ch[0])
+# per automaton pattern: ((term id, start boundary, end boundary), ...)
+_Entries = tuple[tuple[int, bool, bool], ...]
 
 
 class _CompiledBrand:
@@ -80,16 +49,22 @@ class Matcher:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self._term_ids: dict[tuple[str, bool, bool], int] = {}
-        self._term_brands: list[set[int]] = []
-        self._current_brand = 0
+        self._mention_brands: list[list[int]] = []
+        """Per term id: the brands whose ``mentions`` query uses the term."""
         brands = sorted(ruleset.brands, key=lambda b: b.id)
         compiled: list[_CompiledBrand] = []
         always: list[int] = []
         for index, brand in enumerate(brands):
-            self._current_brand = index
             mentions_ast = parse(brand.mentions_query)
             if not needs_hit(mentions_ast):
                 always.append(index)
+
+            def mention_term(term: Term, index: int = index) -> int:
+                tid = self._term_id(term)
+                if index not in self._mention_brands[tid]:
+                    self._mention_brands[tid].append(index)
+                return tid
+
             exclude = (
                 compile_query(parse(brand.exclude_query), self._term_id)
                 if brand.exclude_query
@@ -104,37 +79,36 @@ class Matcher:
                 _CompiledBrand(
                     brand.id,
                     frozenset(lang.split("-", 1)[0].lower() for lang in brand.languages),
-                    compile_query(mentions_ast, self._term_id),
+                    compile_query(mentions_ast, mention_term),
                     exclude,
                     rules,
                 )
             )
         self._brands = tuple(compiled)
         self._always = frozenset(always)
-        self._term_brand_tuples = tuple(tuple(sorted(s)) for s in self._term_brands)
-        self._automaton = self._build_automaton()
+        # A brand is a candidate only if one of its *mentions* terms hit (or it is in
+        # _always): when needs_hit(mentions) its mentions query is false otherwise.
+        self._candidates_of = tuple(tuple(b) for b in self._mention_brands)
+        self._automaton, self._entries = self._build_automaton()
 
     def _term_id(self, term: Term) -> int:
         key = term.key
         tid = self._term_ids.get(key)
         if tid is None:
             tid = self._term_ids[key] = len(self._term_ids)
-            self._term_brands.append(set())
-        self._term_brands[tid].add(self._current_brand)
+            self._mention_brands.append([])
         return tid
 
-    def _build_automaton(self) -> ahocorasick.Automaton | None:
+    def _build_automaton(self) -> tuple[ahocorasick_rs.AhoCorasick | None, tuple[_Entries, ...]]:
         by_key: dict[str, list[tuple[int, bool, bool]]] = {}
         for (text, start_b, end_b), tid in self._term_ids.items():
-            by_key.setdefault(_encode(text), []).append((tid, start_b, end_b))
+            if text:  # an empty term never matches (and the automaton refuses it)
+                by_key.setdefault(text, []).append((tid, start_b, end_b))
         if not by_key:
-            return None
-        automaton = ahocorasick.Automaton()
-        for key, entries in sorted(by_key.items()):
-            value: _Entry = (len(key), tuple(entries))
-            automaton.add_word(key, value)
-        automaton.make_automaton()
-        return automaton
+            return None, ()
+        keys = sorted(by_key)
+        automaton = ahocorasick_rs.AhoCorasick(keys, matchkind=ahocorasick_rs.MatchKind.Standard)
+        return automaton, tuple(tuple(by_key[k]) for k in keys)
 
     @property
     def terms_count(self) -> int:
@@ -150,20 +124,18 @@ class Matcher:
         hits: set[int] = set()
         if self._automaton is None:
             return hits
-        enc = _encode(text)
-        last = len(enc) - 1
-        word = _ASCII_WORD
-        for end, (length, entries) in self._automaton.iter(enc):
-            start = end - length + 1
-            for tid, start_b, end_b in entries:
-                if start_b and start:
-                    c = enc[start - 1]
-                    if c in word or (c >= "\x80" and _word_before(enc, start)):
-                        continue
-                if end_b and end < last:
-                    c = enc[end + 1]
-                    if c in word or (c >= "\x80" and _word_after(enc, end + 1)):
-                        continue
+        found = self._automaton.find_matches_as_indexes(text, overlapping=True)
+        if not found:
+            return hits
+        entries = self._entries
+        word = WORD_CHARS
+        n = len(text)
+        for pattern, start, end in found:
+            for tid, start_b, end_b in entries[pattern]:
+                if start_b and start and text[start - 1] in word:
+                    continue
+                if end_b and end < n and text[end] in word:
+                    continue
                 hits.add(tid)
         return hits
 
@@ -171,12 +143,12 @@ class Matcher:
         """The brands ``post`` mentions, sorted by brand id, with the keyword rules it matches."""
         text = prepare_text(post.text)
         hits = self.term_hits(text)
-        if not hits and not self._always:
-            return []
         candidates: set[int] = set(self._always)
-        term_brands = self._term_brand_tuples
+        candidates_of = self._candidates_of
         for tid in hits:
-            candidates.update(term_brands[tid])
+            candidates.update(candidates_of[tid])
+        if not candidates:
+            return []
         ctx = QueryContext(post, text, hits)
         lang = ctx.primary_lang()
         out: list[BrandMatch] = []

@@ -19,6 +19,7 @@ import re
 import unicodedata
 from functools import lru_cache
 from importlib import resources
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +60,50 @@ def _t2s_table() -> tuple[dict[int, int], frozenset[str]]:
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
+class _TradFinder(NamedTuple):
+    """Finds and folds Traditional characters fast (built from OpenCC data, never
+    from user input)."""
+
+    maybe: re.Pattern[str]
+    """A BMP Traditional character or any astral one: a bitmap regex class plus one
+    range, one pass over the text (the astral Traditional characters themselves
+    would compile to a slow list)."""
+    bmp: re.Pattern[str]
+    """A BMP Traditional character."""
+    astral: frozenset[str]
+    """The astral Traditional characters."""
+    bmp_table: list[int]
+    """The BMP part of the table as a list indexed by code point: ``str.translate``
+    looks a list up ~2x faster than a dict, and treats code points past its end
+    (IndexError, a LookupError) as unmapped, exactly like a dict miss."""
+
+
 @lru_cache(maxsize=1)
-def _trad_finder() -> tuple[re.Pattern[str], frozenset[str]]:
-    """Finds folded characters fast: a regex class of the BMP ones (compiled to a
-    bitmap; built from OpenCC data, never from user input) and a set of the rest."""
+def _trad_finder() -> _TradFinder:
     table, trad = _t2s_table()
-    bmp = "".join(re.escape(chr(c)) for c in sorted(table) if c < 0x10000)
-    astral = frozenset(c for c in trad if ord(c) >= 0x10000)
-    return re.compile(f"[{bmp}]" if bmp else "(?!)"), astral
+    bmp_keys = sorted(c for c in table if c < 0x10000)
+    bmp = "".join(re.escape(chr(c)) for c in bmp_keys)
+    bmp_table = list(range(bmp_keys[-1] + 1 if bmp_keys else 0))
+    for c in bmp_keys:
+        bmp_table[c] = table[c]
+    return _TradFinder(
+        re.compile(f"[{bmp}\U00010000-\U0010ffff]"),
+        re.compile(f"[{bmp}]" if bmp else "(?!)"),
+        frozenset(c for c in trad if ord(c) >= 0x10000),
+        bmp_table,
+    )
 
 
-def _has_traditional(s: str) -> bool:
-    bmp, astral = _trad_finder()
-    if bmp.search(s):
-        return True
-    return bool(astral) and any(c in astral for c in _ASTRAL.findall(s))
+def _fold_traditional(s: str) -> str:
+    """``s.translate(_t2s_table()[0])``, skipping the work when nothing would change."""
+    finder = _trad_finder()
+    if finder.maybe.search(s) is None:
+        return s
+    if finder.astral and any(c in finder.astral for c in _ASTRAL.findall(s)):
+        return s.translate(_t2s_table()[0])
+    if finder.bmp.search(s) is not None:
+        return s.translate(finder.bmp_table)
+    return s
 
 
 def normalize(text: str) -> str:
@@ -84,17 +114,22 @@ def normalize(text: str) -> str:
     """
     if text.isascii():
         return text.lower()
-    s = unicodedata.normalize("NFKC", text).casefold()
-    if not s.isascii():
+    nfkc = unicodedata.normalize("NFKC", text)
+    s = nfkc.casefold()
+    if s.isascii():
+        return s
+    if s != nfkc:  # case-folding can leave a string that is not NFKC any more
         s = unicodedata.normalize("NFKC", s)
-        if _has_traditional(s):
-            s = s.translate(_t2s_table()[0])
-    return s
+    return _fold_traditional(s)
 
 
 def is_word_char(c: str) -> bool:
     """A letter or digit of an alphabetic script (not CJK)."""
     return c < _CJK_START and c.isalnum()
+
+
+WORD_CHARS = frozenset(c for c in map(chr, range(ord(_CJK_START))) if is_word_char(c))
+"""Every word character, for a one-lookup ``is_word_char`` of a single character."""
 
 
 def is_cjk_char(c: str) -> bool:
