@@ -1,0 +1,95 @@
+"""Settings from CRISISWATCH_* variables: defaults, validation, secrets that never print."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Secret, Settings, SettingsError, parse_duration_ms
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.topic("posts") == "crisiswatch.posts"
+    assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (4, 60_000, 10_000, 6066)
+    assert s.app_id == "crisiswatch-worker"
+    assert s.security.protocol == "PLAINTEXT"
+
+
+def test_values_are_read_and_typed() -> None:
+    s = Settings.from_env(
+        {
+            "CRISISWATCH_TOPIC_PREFIX": "acme-prod",
+            "CRISISWATCH_PARTITIONS": "12",
+            "CRISISWATCH_LATENESS": "90s",
+            "CRISISWATCH_STEP": "5s",
+            "CRISISWATCH_WEB_PORT": "7001",
+            "CRISISWATCH_STORE": "memory://",
+        }
+    )
+    assert s.topic("alerts") == "acme-prod.alerts"
+    assert s.app_id == "acme-prod-worker"
+    assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (12, 90_000, 5_000, 7001)
+    assert s.store == "memory://"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "CRISISWATCH_PARTITIONS",
+            "zero",
+            "CRISISWATCH_PARTITIONS: expected an integer from 1 to 1024; got 'zero'",
+        ),
+        (
+            "CRISISWATCH_WEB_PORT",
+            "70000",
+            "CRISISWATCH_WEB_PORT: expected an integer from 1 to 65535; got '70000'",
+        ),
+        ("CRISISWATCH_LATENESS", "soon", "CRISISWATCH_LATENESS: expected a duration"),
+        (
+            "CRISISWATCH_STORE",
+            "redis://",
+            "CRISISWATCH_STORE: expected rocksdb:// or memory://; got 'redis://'",
+        ),
+        (
+            "CRISISWATCH_KAFKA_SECURITY_PROTOCOL",
+            "TLS",
+            "expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; got 'TLS'",
+        ),
+        ("CRISISWATCH_TOPIC_PREFIX", "a b", "CRISISWATCH_TOPIC_PREFIX: expected letters"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({name: value})
+    assert expected in str(info.value)
+
+
+def test_sasl_needs_credentials_and_the_password_never_prints() -> None:
+    with pytest.raises(SettingsError, match="CRISISWATCH_KAFKA_SASL_USERNAME"):
+        Settings.from_env({"CRISISWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"})
+    s = Settings.from_env(
+        {
+            "CRISISWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "CRISISWATCH_KAFKA_SASL_USERNAME": "worker",
+            "CRISISWATCH_KAFKA_SASL_PASSWORD": "hunter2-very-secret",
+        }
+    )
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
+    assert "hunter2" not in f"{s.security.sasl_password}"
+    kwargs = s.security.aiokafka_kwargs()
+    assert kwargs["sasl_plain_password"] == "hunter2-very-secret"
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+
+
+def test_secret_and_durations() -> None:
+    secret = Secret("abc")
+    assert (str(secret), repr(secret), secret.reveal()) == ("***", "Secret('***')", "abc")
+    assert [parse_duration_ms(t) for t in ("250ms", "30s", "10m", "24h", "7d")] == [
+        250,
+        30_000,
+        600_000,
+        86_400_000,
+        604_800_000,
+    ]

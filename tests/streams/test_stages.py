@@ -1,0 +1,161 @@
+"""The worker's stages with plain calls: dead letters, hits, watermark ticks, alert events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from rules.engine import Engine
+from rules.loader import load_rules
+from rules.post import post_from_dict
+from rules.watermark import PartitionReport
+from streams.codecs import Tick, decode_record, encode_hit, encode_tick
+from streams.metrics import WorkerMetrics
+from streams.rulesource import RuleHolder
+from streams.stages import DetectStage, MatchStage, Record, partition_for
+from tests.integration import scenario
+
+PARTS = 4
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    return scenario.write_rules(tmp_path / "brands")
+
+
+def make(rules_dir: Path) -> tuple[WorkerMetrics, RuleHolder, MatchStage, DetectStage, dict]:
+    metrics = WorkerMetrics(CollectorRegistry())
+    holder = RuleHolder(rules_dir, metrics, lateness_ms=60_000, step_ms=10_000)
+    table: dict[str, bytes] = {}
+    match = MatchStage(holder, metrics, idle_after_ms=1_000, now_ms=lambda: 1_000)
+    detect = DetectStage(holder, metrics, partitions=PARTS, load=table.get, now_ms=lambda: 1_000)
+    return metrics, holder, match, detect, table
+
+
+def test_invalid_posts_become_dead_letters_with_contract_fields(rules_dir: Path) -> None:
+    metrics, _, match, _, _ = make(rules_dir)
+    records = [
+        Record("p.posts", 1, 7 + i, b"k%d" % i, value)
+        for i, (value, _) in enumerate(scenario.BAD_VALUES)
+    ]
+    out = match.process(records)
+    assert out.hits == []
+    reasons = [dead["reason"] for _, dead in out.dead_letters]
+    assert reasons == [reason for _, reason in scenario.BAD_VALUES]
+    key, first = out.dead_letters[0]
+    assert key == b"k0"
+    assert set(first) == {
+        "reason",
+        "detail",
+        "stage",
+        "topic",
+        "partition",
+        "offset",
+        "received_at",
+        "payload_b64",
+    }
+    assert (first["stage"], first["topic"], first["partition"], first["offset"]) == (
+        "matcher",
+        "p.posts",
+        1,
+        7,
+    )
+    total = sum(
+        metrics.registry.get_sample_value(
+            "crisiswatch_dead_letters_total", {"stage": "matcher", "reason": r.split(":")[0]}
+        )
+        or 0
+        for r in {r for _, r in scenario.BAD_VALUES}
+    )
+    assert total == len(scenario.BAD_VALUES)
+
+
+def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
+    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest)."""
+    items = scenario.posts()
+    engine = Engine(load_rules(rules_dir))
+    expected = []
+    for item in items:
+        expected.extend(engine.process(post_from_dict(item)))
+    expected.extend(engine.finish())
+
+    metrics, _, match, detect, table = make(rules_dir)
+    match.clock.assign(set(range(PARTS)), now_ms=0)
+    matches: list[Record] = []
+    offset = 0
+    for start in range(0, len(items), 50):
+        chunk = items[start : start + 50]
+        records = [
+            Record("p.posts", partition_for(str(p["id"]), PARTS), start + i, None, orjson.dumps(p))
+            for i, p in enumerate(chunk)
+        ]
+        out = match.process(records)
+        for hit in out.hits:
+            matches.append(
+                Record("p.matches", partition_for(hit.brand, PARTS), offset, None, encode_hit(hit))
+            )
+            offset += 1
+        match.commit_event_times(out.event_times)
+        tick = encode_tick(Tick("s1", match.clock.report(1_000)))
+        matches.extend(Record("p.matches", q, offset, None, tick) for q in range(PARTS))
+    # the stream goes quiet: every partition idle, final watermark = newest - lateness
+    quiet = encode_tick(Tick("s1", match.clock.report(10_000)))
+    matches.extend(Record("p.matches", q, offset, None, quiet) for q in range(PARTS))
+
+    got = []
+    for start in range(0, len(matches), 64):
+        out = detect.process(matches[start : start + 64])
+        got.extend(out.events)
+        for brand in out.dirty:  # what the agent writes to the table
+            table[brand] = detect.dump(brand)
+    # the same events; order is defined per brand (the alert topic is keyed by brand)
+    assert {e.id: e.to_cloudevent() for e in got} == {e.id: e.to_cloudevent() for e in expected}
+    assert len(got) == len(expected)
+    for brand in ("acme", "zhongyuan"):
+        assert [e.id for e in got if e.brand == brand] == [
+            e.id for e in expected if e.brand == brand
+        ]
+    assert metrics.registry.get_sample_value(
+        "crisiswatch_matches_total", {"brand": "acme", "rule": "product-safety"}
+    ) == sum(
+        1
+        for p in items
+        if "recall" in str(p["text"]).lower()
+        or "召回" in str(p["text"])
+        or "poisoning" in str(p["text"]).lower()
+        or "contaminat" in str(p["text"]).lower()
+    )
+
+
+def test_state_survives_a_restart_through_the_table(rules_dir: Path) -> None:
+    _, _, _, detect, table = make(rules_dir)
+    hit_item = scenario.posts()[0]
+    post = post_from_dict(hit_item)
+    from rules.matcher import Matcher
+    from rules.model import Hit
+
+    m = Matcher(load_rules(rules_dir)).match(post)
+    assert m, "the first scenario post mentions a brand"
+    hit = Hit.from_post(post, m[0])
+    out = detect.process([Record("p.matches", 0, 0, None, encode_hit(hit))])
+    table[hit.brand] = detect.dump(hit.brand)
+    # a new stage (a restarted worker) reads the same state back from the table
+    _, _, _, again, _ = make(rules_dir)
+    again.load = table.get
+    assert again.state(hit.brand) is not None
+    assert again.dump(hit.brand) == table[hit.brand]
+    assert out.dirty == {hit.brand: 0}
+
+
+def test_tick_round_trip_and_partitioning() -> None:
+    tick = Tick("w1", {0: PartitionReport(5, True, 9), 3: PartitionReport(None, False, 9)})
+    assert decode_record(encode_tick(tick)) == tick
+    # Kafka's default partitioner (murmur2), as the Java client: known values
+    assert [partition_for(k, 4) for k in ("acme", "zhongyuan")] == [
+        partition_for("acme", 4),
+        partition_for("zhongyuan", 4),
+    ]
+    assert all(0 <= partition_for(f"brand{i}", 7) < 7 for i in range(100))
