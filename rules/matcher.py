@@ -2,15 +2,16 @@
 
 Every term of every brand is compiled into ONE Aho-Corasick automaton over
 normalised text, so the cost per post grows with the post's length, not with
-the number of rules.  The automaton is ``ahocorasick_rs`` (Rust; one call per
-post returns every overlapping match as code-point offsets), 3-4x faster on
-Chinese text than pyahocorasick (see BENCHMARKS.md).  Word boundaries are
-checked only for the hits, and only for Latin-script term ends; CJK terms are
-substrings.
+the number of rules.  The automata are ``ahocorasick_rs`` (Rust; one call per
+post returns every overlapping match), 3-4x faster on Chinese text than
+pyahocorasick (see BENCHMARKS.md): an ASCII post is searched for the ASCII
+terms only, by a DFA when that is small enough, any other post by an NFA of
+every term over its UTF-8 bytes.  Word boundaries are checked only for the
+hits, and only for Latin-script term ends; CJK terms are substrings.
 
-Boolean structure is then evaluated only for brands that had a hit, plus the
-brands whose ``mentions`` query can be true without any term (``NOT x``,
-field-only queries).
+Boolean structure is then evaluated only for brands one of whose ``mentions``
+terms hit, plus the brands whose ``mentions`` query can be true without any
+term (``NOT x``, field-only queries).
 """
 
 from __future__ import annotations
@@ -24,6 +25,81 @@ from rules.query_eval import Predicate, QueryContext, compile_query, prepare_tex
 
 # per automaton pattern: ((term id, start boundary, end boundary), ...)
 _Entries = tuple[tuple[int, bool, bool], ...]
+
+_DFA_MAX_PATTERN_BYTES = 250_000
+"""Up to this many bytes of ASCII terms the ASCII automaton is a DFA (~1.5x faster
+than the NFA on English posts), above it an NFA: the DFA takes ~250 bytes of memory
+per pattern byte (28 MB for the benchmark's 19,000 ASCII terms, 115 kB)."""
+
+_WORD_BYTES = frozenset(ord(c) for c in WORD_CHARS if c.isascii())
+
+
+def _word_before(enc: bytes, i: int) -> bool:
+    """Is the character that ends just before byte ``i`` of UTF-8 ``enc`` a word character?"""
+    b = enc[i - 1]
+    if b < 0x80:
+        return b in _WORD_BYTES
+    j = i - 1
+    while j > 0 and 0x80 <= enc[j] < 0xC0 and i - j < 4:
+        j -= 1
+    return enc[j:i].decode("utf-8", "replace")[-1] in WORD_CHARS
+
+
+def _word_after(enc: bytes, i: int) -> bool:
+    """Is the character that starts at byte ``i`` of UTF-8 ``enc`` a word character?"""
+    b = enc[i]
+    if b < 0x80:
+        return b in _WORD_BYTES
+    width = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+    return enc[i : i + width].decode("utf-8", "replace")[0] in WORD_CHARS
+
+
+class _TermFinder:
+    """The automata, and the terms behind each of their patterns."""
+
+    __slots__ = ("_ascii", "_ascii_entries", "_entries", "_utf8")
+
+    def __init__(self, by_key: dict[str, list[tuple[int, bool, bool]]]) -> None:
+        keys = sorted(by_key)
+        self._entries = tuple(tuple(by_key[k]) for k in keys)
+        self._utf8 = ahocorasick_rs.BytesAhoCorasick([k.encode() for k in keys])
+        ascii_keys = [k for k in keys if k.isascii()]
+        self._ascii_entries = tuple(tuple(by_key[k]) for k in ascii_keys)
+        self._ascii: ahocorasick_rs.AhoCorasick | None = None
+        if ascii_keys:
+            size = sum(map(len, ascii_keys))
+            impl = ahocorasick_rs.Implementation.DFA if size <= _DFA_MAX_PATTERN_BYTES else None
+            self._ascii = ahocorasick_rs.AhoCorasick(ascii_keys, implementation=impl)
+
+    def hits(self, text: str) -> set[int]:
+        """Ids of the terms found in prepared ``text``, word boundaries checked."""
+        hits: set[int] = set()
+        if text.isascii():
+            if self._ascii is None:
+                return hits
+            found = self._ascii.find_matches_as_indexes(text, overlapping=True)
+            entries = self._ascii_entries
+            word = WORD_CHARS
+            n = len(text)
+            for pattern, start, end in found:
+                for tid, start_b, end_b in entries[pattern]:
+                    if start_b and start and text[start - 1] in word:
+                        continue
+                    if end_b and end < n and text[end] in word:
+                        continue
+                    hits.add(tid)
+            return hits
+        enc = text.encode()
+        n = len(enc)
+        entries = self._entries
+        for pattern, start, end in self._utf8.find_matches_as_indexes(enc, overlapping=True):
+            for tid, start_b, end_b in entries[pattern]:
+                if start_b and start and _word_before(enc, start):
+                    continue
+                if end_b and end < n and _word_after(enc, end):
+                    continue
+                hits.add(tid)
+        return hits
 
 
 class _CompiledBrand:
@@ -89,7 +165,7 @@ class Matcher:
         # A brand is a candidate only if one of its *mentions* terms hit (or it is in
         # _always): when needs_hit(mentions) its mentions query is false otherwise.
         self._candidates_of = tuple(tuple(b) for b in self._mention_brands)
-        self._automaton, self._entries = self._build_automaton()
+        self._finder = self._build_finder()
 
     def _term_id(self, term: Term) -> int:
         key = term.key
@@ -99,16 +175,12 @@ class Matcher:
             self._mention_brands.append([])
         return tid
 
-    def _build_automaton(self) -> tuple[ahocorasick_rs.AhoCorasick | None, tuple[_Entries, ...]]:
+    def _build_finder(self) -> _TermFinder | None:
         by_key: dict[str, list[tuple[int, bool, bool]]] = {}
         for (text, start_b, end_b), tid in self._term_ids.items():
             if text:  # an empty term never matches (and the automaton refuses it)
                 by_key.setdefault(text, []).append((tid, start_b, end_b))
-        if not by_key:
-            return None, ()
-        keys = sorted(by_key)
-        automaton = ahocorasick_rs.AhoCorasick(keys, matchkind=ahocorasick_rs.MatchKind.Standard)
-        return automaton, tuple(tuple(by_key[k]) for k in keys)
+        return _TermFinder(by_key) if by_key else None
 
     @property
     def terms_count(self) -> int:
@@ -121,28 +193,12 @@ class Matcher:
 
     def term_hits(self, text: str) -> set[int]:
         """Ids of the terms found in already prepared ``text``."""
-        hits: set[int] = set()
-        if self._automaton is None:
-            return hits
-        found = self._automaton.find_matches_as_indexes(text, overlapping=True)
-        if not found:
-            return hits
-        entries = self._entries
-        word = WORD_CHARS
-        n = len(text)
-        for pattern, start, end in found:
-            for tid, start_b, end_b in entries[pattern]:
-                if start_b and start and text[start - 1] in word:
-                    continue
-                if end_b and end < n and text[end] in word:
-                    continue
-                hits.add(tid)
-        return hits
+        return set() if self._finder is None else self._finder.hits(text)
 
     def match(self, post: Post) -> list[BrandMatch]:
         """The brands ``post`` mentions, sorted by brand id, with the keyword rules it matches."""
         text = prepare_text(post.text)
-        hits = self.term_hits(text)
+        hits = set() if self._finder is None else self._finder.hits(text)
         candidates: set[int] = set(self._always)
         candidates_of = self._candidates_of
         for tid in hits:
