@@ -71,6 +71,13 @@ def _load_file(display: str, source: str, problems: list[Problem]) -> _Loaded:
     except yaml.YAMLError as exc:  # pragma: no cover - reader errors carry no mark
         problems.append(Problem(display, 1, 1, f"YAML error: {exc}"))
         return None, None, None
+    except RecursionError:
+        problems.append(
+            Problem(
+                display, 1, 1, "YAML nested too deeply (expected a brand mapping a few levels deep)"
+            )
+        )
+        return None, None, None
     if root is None:
         problems.append(
             Problem(

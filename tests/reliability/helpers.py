@@ -1,0 +1,130 @@
+"""Shared helpers for the reliability tests: own brokers, subprocess connectors, offsets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.integration.test_pipeline import by_id, expected_events, wait_alerts
+
+__all__ = [
+    "ConnectorProcess",
+    "by_id",
+    "committed_offsets",
+    "end_offsets",
+    "expected_events",
+    "scan_for_secrets",
+    "wait_alerts",
+]
+
+
+def _env(bootstrap: str, prefix: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRISISWATCH_")}
+    env.update(
+        {
+            "CRISISWATCH_KAFKA_BOOTSTRAP": bootstrap,
+            "CRISISWATCH_TOPIC_PREFIX": prefix,
+            "CRISISWATCH_PARTITIONS": "4",
+            **(extra or {}),
+        }
+    )
+    return env
+
+
+class ConnectorProcess:
+    """``crisiswatch connect ...`` as a child process, with its output in a log file."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        args: list[str],
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.args = args
+        self.env = _env(bootstrap, prefix, extra_env)
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.log_path: Path | None = None
+
+    def start(self) -> ConnectorProcess:
+        self.starts += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / f"connector.log.{self.starts}"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "connect", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            msg = f"connector did not finish in {timeout_s}s:\n{self.output()}"
+            raise AssertionError(msg) from None
+
+    def output(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+
+async def end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+def scan_for_secrets(texts: dict[str, str], secrets: list[str]) -> list[str]:
+    """Which (where, secret) pairs leaked: an empty list means none."""
+    return [
+        f"{where} contains secret #{i}"
+        for where, text in texts.items()
+        for i, secret in enumerate(secrets)
+        if secret and secret in text
+    ]
+
+
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.3) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(poll_s)
