@@ -68,6 +68,8 @@ class _TradFinder(NamedTuple):
     """A BMP Traditional character or any astral one: a bitmap regex class plus one
     range, one pass over the text (the astral Traditional characters themselves
     would compile to a slow list)."""
+    maybe_or_space: re.Pattern[str]
+    """``maybe``, or whitespace that ``prepare_text`` collapses (not a single space)."""
     bmp: re.Pattern[str]
     """A BMP Traditional character."""
     astral: frozenset[str]
@@ -86,8 +88,10 @@ def _trad_finder() -> _TradFinder:
     bmp_table = list(range(bmp_keys[-1] + 1 if bmp_keys else 0))
     for c in bmp_keys:
         bmp_table[c] = table[c]
+    spaces = re.escape("".join(sp for sp in _RARE_SPACES if len(sp) == 1))
     return _TradFinder(
         re.compile(f"[{bmp}\U00010000-\U0010ffff]"),
+        re.compile(f"[{bmp}{spaces}\U00010000-\U0010ffff]"),
         re.compile(f"[{bmp}]" if bmp else "(?!)"),
         frozenset(c for c in trad if ord(c) >= 0x10000),
         bmp_table,
@@ -121,6 +125,41 @@ def normalize(text: str) -> str:
     if s != nfkc:  # case-folding can leave a string that is not NFKC any more
         s = unicodedata.normalize("NFKC", s)
     return _fold_traditional(s)
+
+
+_RARE_SPACES = ("  ", "\n", "\t", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029")
+"""Whitespace other than single spaces; ``str.split`` splits on a few more, but text
+without any of these is used as it is (stripped)."""
+
+
+def _collapse_rare_spaces(s: str) -> str:
+    for sp in _RARE_SPACES:
+        if sp in s:
+            return collapse_spaces(s)
+    return s.strip() if s[:1] == " " or s[-1:] == " " else s
+
+
+def prepare_text(text: str) -> str:
+    """Post text as the matcher sees it: ``normalize``, then whitespace runs collapsed.
+
+    Same result as ``collapse_spaces(normalize(text))`` when the text has a rare
+    space (newline, tab, two spaces, ...), else as ``normalize(text).strip()``; one
+    regex pass looks for rare spaces and Traditional characters together.
+
+    >>> prepare_text(" ＡＣＭＥ  質量問題 ")
+    'acme 质量问题'
+    """
+    if text.isascii():
+        return _collapse_rare_spaces(text.lower())
+    nfkc = unicodedata.normalize("NFKC", text)
+    s = nfkc.casefold()
+    if s.isascii():
+        return _collapse_rare_spaces(s)
+    if s != nfkc:
+        s = unicodedata.normalize("NFKC", s)
+    if "  " not in s and _trad_finder().maybe_or_space.search(s) is None:
+        return s.strip() if s[:1] == " " or s[-1:] == " " else s
+    return _collapse_rare_spaces(_fold_traditional(s))
 
 
 def is_word_char(c: str) -> bool:

@@ -12,19 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rules.model import Post
-from rules.normalize import collapse_spaces, normalize, tokenize
+from rules.normalize import normalize, tokenize
+from rules.normalize import prepare_text as prepare_text  # re-exported: matcher, reference
 from rules.query import And, Field, Node, Not, Or, Term
-
-_RARE_SPACES = ("  ", "\n", "\t", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029")
-
-
-def prepare_text(text: str) -> str:
-    """Post text as the matcher sees it: normalised, whitespace runs collapsed."""
-    s = normalize(text)
-    for sp in _RARE_SPACES:
-        if sp in s:
-            return collapse_spaces(s)
-    return s.strip() if s[:1] == " " or s[-1:] == " " else s
 
 
 class QueryContext:
