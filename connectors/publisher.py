@@ -11,7 +11,6 @@ batch with the same sequence numbers, so its own retries add no duplicates.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from connectors.base import Rejected
 from connectors.settings import KafkaSettings
+from rules.deadletter import payload_fields
 from rules.model import Post
 from rules.post import encode_post, format_rfc3339_ms
 
@@ -52,7 +52,7 @@ def dead_letter_value(
             "partition": partition,
             "offset": offset,
             "received_at": format_rfc3339_ms(received_at_ms),
-            "payload_b64": base64.b64encode(rejected.payload).decode("ascii"),
+            **payload_fields(rejected.payload),
         }
     )
 

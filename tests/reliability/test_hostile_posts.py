@@ -133,8 +133,12 @@ def test_match_stage_dead_letters_every_hostile_value_and_keeps_going(tmp_path: 
         if reason is not None:
             assert rec.offset in dead_offsets, what
     assert any(h.post_id == "x:1" for h in out.hits), "the good post after them still matches"
+    big = next(d for k, d in out.dead_letters if k == b"5 MB text")
+    assert big["reason"] == "too_large" and big["payload_truncated"] is True
+    assert big["payload_bytes"] == len(HOSTILE[[h[0] for h in HOSTILE].index("5 MB text")][1])
     for key, dead in out.dead_letters:
         value = orjson.dumps(dead)  # the dead letter must be sendable as JSON
+        assert len(value) < 1_000_000, "and fit the broker's default message limit"
         assert orjson.loads(value)["reason"] == dead["reason"]
         assert key is not None
 
