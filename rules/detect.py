@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rules.alerts import AlertEvent, sample_object, window_figures
 from rules.baseline import SENSITIVITY_K, adaptive_threshold, adaptive_tiles, mean_level
@@ -28,10 +30,21 @@ from rules.incidents import (
     incident_id,
     reached_severity,
 )
-from rules.model import Brand, Hit, KeywordRule, Rule, RuleSet
+from rules.model import Brand, BrandMatch, Hit, KeywordRule, Post, Rule, RuleSet
 from rules.post import format_rfc3339_ms
 from rules.state import BrandState, dump_state, load_state
-from rules.windows import DAY_MS, HIST_MS, TILE_MS, Series, ceil_steps, floor_to, range_sum
+from rules.windows import (
+    DAY_MS,
+    HIST_MS,
+    TILE_MS,
+    Sample,
+    Series,
+    ceil_steps,
+    floor_to,
+    range_sum,
+    sample_of,
+    sample_of_post,
+)
 
 __all__ = [
     "AlertEvent",
@@ -216,33 +229,55 @@ class Detector:
 
         ``"ignored"``: the brand is not in this RuleSet (removed by a reload).
         """
+        return self._count(state, hit.post_id, hit.created_at_ms, hit.rule_ids, hit.followers,
+                           hit.author_key, hit.ingested_at_ms, hit, sample_of)  # fmt: skip
+
+    def observe_post(self, state: BrandState, post: Post, match: BrandMatch) -> str:
+        """``observe(state, Hit.from_post(post, match))`` without building the Hit."""
+        return self._count(state, post.id, post.created_at_ms, match.rule_ids, post.followers,
+                           post.author_key, post.ingested_at_ms, post, sample_of_post)  # fmt: skip
+
+    def _count(
+        self,
+        state: BrandState,
+        post_id: str,
+        ts: int,
+        rule_ids: tuple[str, ...],
+        followers: int,
+        author_key: str,
+        ingested_at_ms: int | None,
+        source: Any,
+        make_sample: Callable[[Any], Sample],
+    ) -> str:
         plan = self._plans.get(state.brand)
         if plan is None:
             return "ignored"
-        ts = hit.created_at_ms
-        seen = state.dedup.get(hit.post_id)
+        dedup = state.dedup
+        seen = dedup.get(post_id)
         if seen is not None and abs(ts - seen) < self.dedup_horizon_ms:
             state.duplicates += 1
             return "duplicate"
-        if state.last_boundary_ms is not None and ts < state.last_boundary_ms:
+        last = state.last_boundary_ms
+        if last is not None and ts < last:
             state.late += 1
             return "late"
-        state.dedup[hit.post_id] = ts
-        if state.first_hit_ms is None or ts < state.first_hit_ms:
+        dedup[post_id] = ts
+        first = state.first_hit_ms
+        if first is None or ts < first:
             state.first_hit_ms = ts
         step = self.step_ms
         adaptive = plan.adaptive_series
-        for name in (MENTIONS, *hit.rule_ids):
+        all_series = state.series
+        names = (MENTIONS, *rule_ids) if rule_ids else (MENTIONS,)
+        for name in names:
             if name not in plan.series:
                 continue
-            series = state.series.get(name)
+            series = all_series.get(name)
             if series is None:
-                series = state.series[name] = Series()
-            series.add(hit, step, name in adaptive)
+                series = all_series[name] = Series()
+            series.add(ts, step, name in adaptive, followers, author_key, post_id,
+                       ingested_at_ms, source, make_sample)  # fmt: skip
         state.counted += 1
-        newest = state.cache.get("newest")
-        if newest is not None and ts - ts % step > newest:
-            state.cache["newest"] = ts - ts % step
         return "counted"
 
     # ------------------------------------------------------------------- time
@@ -258,18 +293,15 @@ class Detector:
         nxt = base + self.step_ms
         if state.incidents:
             return nxt
+        mentions = state.series.get(MENTIONS)
+        keys = mentions.keys if mentions else []
         if state.cache.get("below") == base and state.last_boundary_ms is not None:
             # every count was below its minimum: only a bucket not yet counted can matter
-            mentions = state.series.get(MENTIONS)
-            pending = [k for k in mentions.counts if k >= base] if mentions else []
-            return min(pending) + self.step_ms if pending else None
-        newest = state.cache.get("newest")
-        if newest is None:
-            mentions = state.series.get(MENTIONS)
-            if mentions is None or not mentions.counts:
-                return None
-            newest = state.cache["newest"] = max(mentions.counts)
-        # the advance at ``nxt`` jumps ahead by itself when its windows are empty
+            i = bisect_left(keys, base)
+            return keys[i] + self.step_ms if i < len(keys) else None
+        if not keys:
+            return None
+        newest = keys[-1]
         return nxt if newest >= nxt - plan.max_window_ms else None
 
     def advance(self, state: BrandState, watermark_ms: int) -> list[AlertEvent]:
@@ -306,7 +338,7 @@ class Detector:
         while t <= target:
             if not state.incidents:
                 if keys is None:
-                    keys = sorted(mentions.counts) if mentions else []
+                    keys = mentions.keys if mentions else []
                 if below_at is not None and below_at == run_at:
                     i = bisect_left(keys, below_at)  # first bucket not yet in a window
                     if i == len(keys):
@@ -358,25 +390,20 @@ class Detector:
                 for rp, count in zip(plan.rules, counts, strict=True):
                     s = series.get(rp.series)
                     if s is not None:
-                        get = s.counts.get
                         if gap == step:
+                            get = s.counts.get
                             count += get(run_at, 0) - get(run_at - rp.window_ms, 0)
                         elif gap < rp.window_ms:
                             w = rp.window_ms
-                            for k in range(run_at, t, step):
-                                count += get(k, 0) - get(k - w, 0)
+                            count += s.window_count(run_at, t) - s.window_count(run_at - w, t - w)
                         else:
-                            count = sum(get(k, 0) for k in range(t - rp.window_ms, t, step))
+                            count = s.window_count(t - rp.window_ms, t)
                     new.append(count)
                 return new
         new = []
         for rp in plan.rules:
             s = series.get(rp.series)
-            if s is None:
-                new.append(0)
-                continue
-            get = s.counts.get
-            new.append(sum(get(k, 0) for k in range(t - rp.window_ms, t, step)))
+            new.append(s.window_count(t - rp.window_ms, t) if s is not None else 0)
         return new
 
     def open_incidents(self, state: BrandState) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from typing import Protocol
 from rules.alerts import AlertEvent
 from rules.detect import Detector
 from rules.incidents import EVENT_TYPES
-from rules.model import BrandMatch, Hit, Post, RuleSet
+from rules.model import BrandMatch, Post, RuleSet
 from rules.state import BrandState
 from rules.windows import floor_to
 
@@ -87,7 +87,7 @@ class Engine:
                 state = self.states.get(match.brand)
                 if state is None:
                     state = self.states[match.brand] = detector.new_state(match.brand)
-                result = detector.observe(state, Hit.from_post(post, match))
+                result = detector.observe_post(state, post, match)
                 if result == "counted":
                     stats.hits += 1
                     due = floor_to(post.created_at_ms, step) + step

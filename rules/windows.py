@@ -19,9 +19,11 @@ buckets whose start lies in it (window lengths are rounded up to whole steps).
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
+from collections.abc import Callable
 from typing import Any
 
-from rules.model import Hit
+from rules.model import Hit, Post
 
 HIST_MS = 60_000
 """Resolution of the baseline history (one minute)."""
@@ -61,6 +63,20 @@ def sample_of(hit: Hit) -> Sample:
         hit.text,
         hit.url,
         hit.created_at,
+    ]
+
+
+def sample_of_post(post: Post) -> Sample:
+    """``sample_of(Hit.from_post(post, match))`` without building the Hit."""
+    author = post.author
+    return [
+        author.followers if author else 0,
+        post.id,
+        post.source,
+        author.handle if author else None,
+        post.text[:280],
+        post.url,
+        post.created_at,
     ]
 
 
@@ -124,58 +140,87 @@ def range_sum(
 
 
 class Series:
-    """Bucketed figures of one counted series of one brand (mutable state)."""
+    """Bucketed figures of one counted series of one brand (mutable state).
 
-    __slots__ = ("authors", "counts", "hist", "ingested", "reach", "samples", "tiles")
+    Per step bucket one record ``[reach, authors, samples, ingested]`` plus the
+    count in ``counts`` (read by every evaluation) and the sorted bucket starts
+    in ``keys`` (hits arrive nearly in order, so keeping it sorted is cheap).
+    """
+
+    __slots__ = ("counts", "hist", "keys", "records", "tiles")
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
         """step bucket start -> hits."""
-        self.reach: dict[int, int] = {}
-        """step bucket start -> sum of author followers."""
-        self.authors: dict[int, set[str]] = {}
-        """step bucket start -> distinct author keys (capped)."""
-        self.samples: dict[int, list[Sample]] = {}
-        """step bucket start -> top hits, best first."""
-        self.ingested: dict[int, int] = {}
-        """step bucket start -> latest ingested_at_ms."""
+        self.keys: list[int] = []
+        """The step bucket starts of ``counts``, ascending."""
+        self.records: dict[int, list[Any]] = {}
+        """step bucket start -> ``[reach, authors, samples, ingested]``: the sum of author
+        followers, the distinct author keys (a set, capped), the top hits (best first)
+        and the latest ``ingested_at_ms`` (None: no hit carried one)."""
         self.hist: dict[int, int] = {}
         """HIST_MS bucket start -> hits (baseline history)."""
         self.tiles: dict[int, int] = {}
         """TILE_MS tile start -> hits (adaptive history; only when watched)."""
 
-    def add(self, hit: Hit, step_ms: int, keep_tiles: bool) -> None:
-        ts = hit.created_at_ms
-        b = floor_to(ts, step_ms)
-        self.counts[b] = self.counts.get(b, 0) + 1
-        self.reach[b] = self.reach.get(b, 0) + hit.followers
-        authors = self.authors.get(b)
-        if authors is None:
-            self.authors[b] = {hit.author_key}
-        elif len(authors) < MAX_AUTHORS_PER_BUCKET:
-            authors.add(hit.author_key)
-        samples = self.samples.get(b)
-        new = sample_of(hit)
-        if samples is None:
-            self.samples[b] = [new]
-        elif len(samples) < SAMPLES_PER_BUCKET or sample_key(new) < sample_key(samples[-1]):
-            samples.append(new)
-            samples.sort(key=sample_key)
-            del samples[SAMPLES_PER_BUCKET:]
-        if hit.ingested_at_ms is not None and hit.ingested_at_ms > self.ingested.get(b, -(2**62)):
-            self.ingested[b] = hit.ingested_at_ms
-        h = floor_to(ts, HIST_MS)
-        self.hist[h] = self.hist.get(h, 0) + 1
+    def add(
+        self,
+        ts_ms: int,
+        step_ms: int,
+        keep_tiles: bool,
+        followers: int,
+        author_key: str,
+        post_id: str,
+        ingested_at_ms: int | None,
+        source: Any,
+        make_sample: Callable[[Any], Sample],
+    ) -> None:
+        """Count one hit; ``make_sample(source)`` is called only if it enters the top samples."""
+        b = ts_ms - ts_ms % step_ms
+        counts = self.counts
+        n = counts.get(b)
+        if n is None:
+            counts[b] = 1
+            keys = self.keys
+            if not keys or b > keys[-1]:
+                keys.append(b)
+            else:
+                insort(keys, b)
+            self.records[b] = [followers, {author_key}, [make_sample(source)], ingested_at_ms]
+        else:
+            counts[b] = n + 1
+            rec = self.records[b]
+            rec[0] += followers
+            authors = rec[1]
+            if len(authors) < MAX_AUTHORS_PER_BUCKET:
+                authors.add(author_key)
+            samples = rec[2]
+            if len(samples) < SAMPLES_PER_BUCKET:
+                insort(samples, make_sample(source), key=sample_key)
+            else:
+                last = samples[-1]
+                if followers > last[0] or (followers == last[0] and post_id < last[1]):
+                    insort(samples, make_sample(source), key=sample_key)
+                    del samples[SAMPLES_PER_BUCKET:]
+            if ingested_at_ms is not None and (rec[3] is None or ingested_at_ms > rec[3]):
+                rec[3] = ingested_at_ms
+        h = ts_ms - ts_ms % HIST_MS
+        hist = self.hist
+        hist[h] = hist.get(h, 0) + 1
         if keep_tiles:
-            t = floor_to(ts, TILE_MS)
+            t = ts_ms - ts_ms % TILE_MS
             self.tiles[t] = self.tiles.get(t, 0) + 1
 
     def prune(self, step_before_ms: int, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop buckets that start before the given times."""
-        if self.counts and min(self.counts) < step_before_ms:
-            for d in (self.counts, self.reach, self.authors, self.samples, self.ingested):
-                for k in [k for k in d if k < step_before_ms]:
-                    del d[k]
+        keys = self.keys
+        if keys and keys[0] < step_before_ms:
+            i = bisect_left(keys, step_before_ms)
+            counts, records = self.counts, self.records
+            for k in keys[:i]:
+                del counts[k]
+                del records[k]
+            del keys[:i]
         if self.hist and min(self.hist) < hist_before_ms:
             for k in [k for k in self.hist if k < hist_before_ms]:
                 del self.hist[k]
@@ -183,32 +228,48 @@ class Series:
             for k in [k for k in self.tiles if k < tile_before_ms]:
                 del self.tiles[k]
 
+    def window_keys(self, lo_ms: int, hi_ms: int) -> list[int]:
+        """Bucket starts in ``[lo_ms, hi_ms)``, ascending."""
+        keys = self.keys
+        return keys[bisect_left(keys, lo_ms) : bisect_left(keys, hi_ms)]
+
+    def window_count(self, lo_ms: int, hi_ms: int) -> int:
+        counts = self.counts
+        return sum([counts[k] for k in self.window_keys(lo_ms, hi_ms)])
+
     def window_reach(self, lo_ms: int, hi_ms: int) -> int:
-        return sum(v for k, v in self.reach.items() if lo_ms <= k < hi_ms)
+        records = self.records
+        return sum([records[k][0] for k in self.window_keys(lo_ms, hi_ms)])
 
     def window_authors(self, lo_ms: int, hi_ms: int) -> int:
-        sets = [s for k, s in self.authors.items() if lo_ms <= k < hi_ms]
+        records = self.records
+        sets = [records[k][1] for k in self.window_keys(lo_ms, hi_ms)]
         if len(sets) == 1:
             return len(sets[0])
         return len(set().union(*sets)) if sets else 0
 
     def window_samples(self, lo_ms: int, hi_ms: int) -> list[Sample]:
-        return top_samples([s for k, s in self.samples.items() if lo_ms <= k < hi_ms])
+        records = self.records
+        return top_samples([records[k][2] for k in self.window_keys(lo_ms, hi_ms)])
 
     def window_ingested(self, lo_ms: int, hi_ms: int) -> int | None:
-        values = [v for k, v in self.ingested.items() if lo_ms <= k < hi_ms]
-        return max(values) if values else None
+        records = self.records
+        values = [records[k][3] for k in self.window_keys(lo_ms, hi_ms)]
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
 
     # ------------------------------------------------------------ serialisation
 
     def to_obj(self) -> dict[str, Any]:
         """A JSON-friendly canonical form (int keys as strings, sets sorted)."""
+        records = self.records
+        keys = self.keys
         return {
-            "counts": {str(k): v for k, v in self.counts.items()},
-            "reach": {str(k): v for k, v in self.reach.items()},
-            "authors": {str(k): sorted(v) for k, v in self.authors.items()},
-            "samples": {str(k): v for k, v in self.samples.items()},
-            "ingested": {str(k): v for k, v in self.ingested.items()},
+            "counts": {str(k): self.counts[k] for k in keys},
+            "reach": {str(k): records[k][0] for k in keys},
+            "authors": {str(k): sorted(records[k][1]) for k in keys},
+            "samples": {str(k): records[k][2] for k in keys},
+            "ingested": {str(k): records[k][3] for k in keys if records[k][3] is not None},
             "hist": {str(k): v for k, v in self.hist.items()},
             "tiles": {str(k): v for k, v in self.tiles.items()},
         }
@@ -216,11 +277,20 @@ class Series:
     @staticmethod
     def from_obj(obj: dict[str, Any]) -> Series:
         s = Series()
-        s.counts = {int(k): int(v) for k, v in obj["counts"].items()}
-        s.reach = {int(k): int(v) for k, v in obj["reach"].items()}
-        s.authors = {int(k): set(v) for k, v in obj["authors"].items()}
-        s.samples = {int(k): [list(x) for x in v] for k, v in obj["samples"].items()}
-        s.ingested = {int(k): int(v) for k, v in obj["ingested"].items()}
+        counts = {int(k): int(v) for k, v in obj["counts"].items()}
+        reach, authors = obj["reach"], obj["authors"]
+        samples, ingested = obj["samples"], obj["ingested"]
+        s.keys = sorted(counts)
+        s.counts = {k: counts[k] for k in s.keys}
+        for k in s.keys:
+            key = str(k)
+            got = ingested.get(key)
+            s.records[k] = [
+                int(reach[key]),
+                set(authors[key]),
+                [list(x) for x in samples[key]],
+                None if got is None else int(got),
+            ]
         s.hist = {int(k): int(v) for k, v in obj["hist"].items()}
         s.tiles = {int(k): int(v) for k, v in obj["tiles"].items()}
         return s
