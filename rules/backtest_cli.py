@@ -3,7 +3,9 @@
 Runs the same engine as the worker over a Posts file (JSON Lines, ``.gz``
 accepted, ``-`` = stdin) in the order given and writes Alert events as JSON
 Lines.  Bad lines are counted and reported, never fatal.  Exit 0, or 2 on bad
-rules or bad arguments.  The wall clock is read here only to report progress
+rules, bad arguments or unreadable input (a truncated or corrupt ``.gz``: the
+error and the number of lines read are reported on stderr, and the events of
+the lines before it are still written).  The wall clock is read here only to report progress
 and throughput; it never reaches a decision.
 """
 
@@ -15,6 +17,7 @@ import io
 import re
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from typing import IO, Any, BinaryIO
 
@@ -73,8 +76,10 @@ def read_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
 class Reporter:
     """Bad-line reports, progress and the final summary, on stderr."""
 
-    def __init__(self, err: IO[str], progress: bool) -> None:
+    def __init__(self, err: IO[str], progress: bool, source: str = "-") -> None:
         self.err = err
+        self.source = source
+        """The POSTS argument, for error messages."""
         self.progress = progress
         self.bad = 0
         self.started = time.monotonic()
@@ -133,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
         err.write(f"crisiswatch backtest: cannot write --out {args.out!r}: {exc.strerror}\n")
         return 2
     try:
-        return _replay(ruleset, lateness_ms, stream, out, Reporter(err, _wants_progress(args)))
+        return _replay(
+            ruleset, lateness_ms, stream, out, Reporter(err, _wants_progress(args), args.posts)
+        )
     finally:
         if args.out:
             out.close()
@@ -160,6 +167,7 @@ def _replay(
     dumps = orjson.dumps
     write = out.write
     failed = False
+    number = 0
     try:
         for number, line in read_lines(stream):
             try:
@@ -171,11 +179,15 @@ def _replay(
                 write(dumps(event.to_cloudevent()) + b"\n")
             if number % 4096 == 0:
                 report.tick(engine.stats.posts)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        report.err.write(f"crisiswatch backtest: reading POSTS failed: {exc}\n")
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        report.err.write(
+            f"crisiswatch backtest: reading POSTS {report.source!r} failed after line {number:,} "
+            f"(the input is truncated or corrupt; expected complete JSON Lines, .gz ok): "
+            f"{type(exc).__name__}: {exc}\n"
+        )
         failed = True
     for event in engine.finish():
         write(dumps(event.to_cloudevent()) + b"\n")
     out.flush()
     report.summary(engine.stats)
-    return 1 if failed else 0
+    return 2 if failed else 0

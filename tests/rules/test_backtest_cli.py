@@ -166,3 +166,20 @@ def test_stdin_wrapper_accepts_plain_bytes() -> None:
     from rules.backtest_cli import read_lines
 
     assert list(read_lines(io.BytesIO(b"a\n\n b \n"))) == [(1, b"a"), (3, b"b")]
+
+
+def test_truncated_gzip_exits_2_with_the_lines_read_so_far(
+    rules_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    filler = b"".join(_line(f"f{i}", f"acme filler {i:06d}", T0 + i) + b"\n" for i in range(3000))
+    blob = gzip.compress(filler + _posts(), mtime=0)
+    posts = tmp_path / "cut.jsonl.gz"
+    posts.write_bytes(blob[: len(blob) // 2])  # cut mid-stream: no end-of-stream marker
+    out = tmp_path / "alerts.jsonl"
+    assert main(["backtest", "--rules", str(rules_dir), "--out", str(out), str(posts)]) == 2
+    err = capsys.readouterr().err
+    assert f"reading POSTS {str(posts)!r} failed after line " in err
+    assert "truncated or corrupt" in err and "EOFError" in err
+    read = int(err.split("failed after line ")[1].split(" ")[0].replace(",", ""))
+    assert 0 < read < 3000  # some complete lines were read, not all of them
+    assert f"{read:,} posts read, 0 bad lines" in err
