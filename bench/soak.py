@@ -231,6 +231,7 @@ async def soak(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[
                     "produced": producer.sent,
                     "consumed": worker.metric("crisiswatch_posts_consumed_total"),
                     "lag": worker.metric("crisiswatch_consumer_lag_messages"),
+                    "load1": round(os.getloadavg()[0], 2),
                 }
                 samples.append(sample)
                 log.info("%s", sample)
@@ -261,6 +262,7 @@ async def soak(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[
             latency_p50_s=None if p50 is None else round(p50, 3),
             latency_p99_s=None if p99 is None else round(p99, 3),
             latency_target_p99_s=LATENCY_TARGET_P99_S,
+            latency_top_bucket_s=max((b for b in lat_after if b != float("inf")), default=None),
             samples=samples,
         )
         checks = {

@@ -105,6 +105,8 @@ class LocalKafka:
     """Extra server.properties lines (e.g. listeners for TLS/SASL tests)."""
     listeners: str | None = None
     """Overrides the PLAINTEXT listener definition when set."""
+    format_args: tuple[str, ...] = ()
+    """Extra ``kafka-storage format`` arguments, e.g. ``("--add-scram", "SCRAM-SHA-512=[...]")``."""
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).resolve()
@@ -215,6 +217,7 @@ class LocalKafka:
                 "-c",
                 str(config),
                 "--ignore-formatted",
+                *self.format_args,
                 heap="256m",
             )
             done = subprocess.run(fmt, capture_output=True, text=True, check=False)

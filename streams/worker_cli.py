@@ -13,6 +13,18 @@ from streams.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 
+class _LastKafkaError(logging.Handler):
+    """Keeps the last ERROR aiokafka logged: its ``Unable to bootstrap`` hides the cause
+    (e.g. ``SaslAuthenticationFailed``), which this puts back on the one error line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage().splitlines()[0][:300]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Configured by environment: CRISISWATCH_KAFKA_BOOTSTRAP, CRISISWATCH_RULES_DIR, "
@@ -36,14 +48,19 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"crisiswatch worker: the rules in {settings.rules_dir} are invalid", file=sys.stderr)
         return 2
+    last_error = _LastKafkaError()
+    logging.getLogger("aiokafka").addHandler(last_error)
     try:
         asyncio.run(ensure_topics(settings))
     except Exception as exc:
         print(
-            f"crisiswatch worker: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}",
+            f"crisiswatch worker: cannot reach Kafka at {settings.kafka_bootstrap}: "
+            f"{last_error.message or exc}",
             file=sys.stderr,
         )
         return 1
+    finally:
+        logging.getLogger("aiokafka").removeHandler(last_error)
     import faust
 
     asyncio.set_event_loop(asyncio.new_event_loop())
