@@ -8,6 +8,7 @@ table by the agent.  All decisions are the engine's (``rules/``).
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from rules.errors import InvalidPost
 from rules.model import Hit, VelocityRule
 from rules.post import decode_post
 from rules.watermark import PartitionClock, WatermarkMerger
+from rules.windows import floor_to
 from streams.codecs import Tick, decode_record
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
@@ -131,7 +133,14 @@ class DetectOutput:
 
 
 class DetectStage:
-    """Per-brand windows and incidents, advanced by hits and watermark ticks."""
+    """Per-brand windows and incidents, advanced by hits and watermark ticks.
+
+    Like ``rules.engine.Engine``, a watermark advances only the brands that are
+    due (``Detector.next_due_ms``): a brand with a hit in a window not yet
+    evaluated, or an open incident.  The first watermark of a partition after
+    start, rebalance or rule reload advances every brand stored for it, which
+    also rebuilds the schedule from the table.
+    """
 
     def __init__(
         self,
@@ -150,21 +159,42 @@ class DetectStage:
         self.states: dict[str, BrandState] = {}
         self.mergers: dict[int, WatermarkMerger] = {}
         self._brands_by_partition: dict[int, list[str]] = {}
+        self._brand_ids: frozenset[str] = frozenset()
         self._digest = ""
+        self._due: dict[str, int] = {}
+        """brand -> the first boundary (ms) where advancing it can change anything."""
+        self._heaps: dict[int, list[tuple[int, str]]] = {}
+        """matches partition -> heap of (due boundary ms, brand); stale entries are skipped."""
+        self._scanned: set[int] = set()
+        """Matches partitions whose stored brands have all been advanced once."""
 
     def forget(self) -> None:
         """Drop cached state (after a rebalance the table is the truth)."""
         self.states.clear()
+        self._due.clear()
+        self._heaps.clear()
+        self._scanned.clear()
 
-    def brands_of(self, partition: int) -> list[str]:
+    def _refresh_rules(self) -> None:
         ruleset = self.rules.current.ruleset
         if ruleset.digest != self._digest:
             self._brands_by_partition = {}
             for b in ruleset.brands:
                 q = partition_for(b.id, self.partitions)
                 self._brands_by_partition.setdefault(q, []).append(b.id)
+            self._brand_ids = frozenset(b.id for b in ruleset.brands)
             self._digest = ruleset.digest
+            self._scanned.clear()  # new plans: advance every stored brand once
+
+    def brands_of(self, partition: int) -> list[str]:
+        self._refresh_rules()
         return self._brands_by_partition.get(partition, [])
+
+    def _schedule(self, partition: int, brand: str, due_ms: int) -> None:
+        current = self._due.get(brand)
+        if current is None or due_ms < current:
+            self._due[brand] = due_ms
+            heapq.heappush(self._heaps.setdefault(partition, []), (due_ms, brand))
 
     def state(self, brand: str) -> BrandState:
         st = self.states.get(brand)
@@ -178,6 +208,8 @@ class DetectStage:
     def process(self, records: list[Record]) -> DetectOutput:
         out = DetectOutput()
         detector = self.rules.current.detector
+        step_ms = detector.step_ms
+        self._refresh_rules()
         for index, rec in enumerate(records):
             try:
                 item = decode_record(rec.value or b"")
@@ -199,11 +231,16 @@ class DetectStage:
                     self._advance(rec.partition, wm, index, out)
                 continue
             hit = item
-            if hit.brand not in {b.id for b in self.rules.current.ruleset.brands}:
+            if hit.brand not in self._brand_ids:
                 continue  # brand removed by a rule reload since the hit was made
             st = self.state(hit.brand)
             result = detector.observe(st, hit)
-            if result == "late":
+            if result == "counted":
+                due = floor_to(hit.created_at_ms, step_ms) + step_ms
+                if st.last_boundary_ms is not None:
+                    due = max(due, st.last_boundary_ms + step_ms)
+                self._schedule(rec.partition, hit.brand, due)
+            elif result == "late":
                 self.metrics.late_hits.labels(hit.brand).inc()
             elif result == "duplicate":
                 self.metrics.duplicate_hits.labels(hit.brand).inc()
@@ -216,13 +253,25 @@ class DetectStage:
         now = self.now_ms()
         self.metrics.watermark.set(watermark_ms / 1000)
         self.metrics.event_time_lag.set(max(0.0, (now - watermark_ms) / 1000))
-        for brand in self.brands_of(partition):
-            if brand not in self.states and self.load(brand) is None:
-                continue  # never seen: nothing to evaluate or resolve
+        if partition not in self._scanned:
+            self._scanned.add(partition)
+            for brand in self.brands_of(partition):
+                if brand in self.states or self.load(brand) is not None:
+                    self._due.pop(brand, None)
+                    self._schedule(partition, brand, -1)
+        target = floor_to(watermark_ms, detector.step_ms)
+        heap = self._heaps.get(partition, [])
+        while heap and heap[0][0] <= target:
+            due, brand = heapq.heappop(heap)
+            if self._due.get(brand) != due:
+                continue  # superseded by an earlier schedule
+            del self._due[brand]
             st = self.state(brand)
-            events = detector.advance(st, watermark_ms)
+            out.events.extend(detector.advance(st, watermark_ms))
             out.dirty[brand] = index
-            out.events.extend(events)
+            nxt = detector.next_due_ms(st)
+            if nxt is not None:
+                self._schedule(partition, brand, nxt)
 
     def _update_gauges(self, out: DetectOutput) -> None:
         detector = self.rules.current.detector

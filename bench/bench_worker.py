@@ -1,0 +1,377 @@
+"""Worker benchmark through the real broker (issue 5): throughput and produce-to-alert latency.
+
+Starts its own single-node Kafka (``streams.localkafka``) on free ports, writes
+1,000 synthetic brand files (``bench_backtest.BRAND_YAML`` plus one ``alarm``
+keyword rule with ``min_count: 1``), then in one run:
+
+1. throughput: pre-loads N posts into ``<prefix>.posts`` (80% mention no brand,
+   ~20% one brand, ~3% of those a keyword-rule term; 60% English, 40% Chinese);
+   a bare aiokafka consumer reads them all (decode only: the baseline); then one
+   ``crisiswatch worker`` starts and its ``crisiswatch_posts_consumed_total`` is
+   polled until all N are consumed;
+2. latency: posts are produced at 70% of the measured rate with
+   ``created_at = ingested_at =`` the send time; every 50 ms one of them carries
+   the ``alarm`` term for the next brand of a 200-brand cycle, so incidents open
+   and resolve continually.  With step S and lateness L, the alert for boundary T
+   can only be emitted once every posts partition has delivered a post created at
+   or after T + L (the watermark is the slowest partition's newest event time
+   minus L).  The latency of an alert is its arrival at this process's consumer of
+   ``<prefix>.alerts`` minus the send time of that post (the last partition's first
+   post with ``created_at >= T + L``): the post that crossed the boundary.
+
+Usage: ``.venv/bin/python bench/bench_worker.py [--quick] [--no-record]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+from worker_load import (  # noqa: E402
+    LATENESS_MS,
+    PARTITIONS,
+    STEP_MS,
+    WARMUP_S,
+    LatencyRun,
+    collect_alerts,
+    crossing_ms,
+    percentile,
+    preload,
+    produce_at_rate,
+    write_brands,
+)
+
+from rules.post import decode_post  # noqa: E402
+from streams.localkafka import LocalKafka, free_port  # noqa: E402
+from tests.integration.workerproc import WorkerProcess  # noqa: E402
+from tests.kafkautil import create_topics  # noqa: E402
+
+SECTION = "## Worker through Kafka (issue 5)"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"nproc={os.cpu_count()}, {cpu}, Python {platform.python_version()}"
+
+
+async def baseline(bootstrap: str, topic: str, n_posts: int) -> float:
+    """A bare aiokafka consumer reading the topic, decode only: posts/s first to last record."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        first = 0.0
+        while seen < n_posts:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if not first and batch:
+                first = time.perf_counter()
+            for records in batch.values():
+                for rec in records:
+                    decode_post(rec.value)
+                seen += sum(len(r) for r in batch.values())
+        return n_posts / (time.perf_counter() - first)
+    finally:
+        await consumer.stop()
+
+
+def start_worker(worker: WorkerProcess, profile: Path | None) -> None:
+    """Start the worker process without waiting for readiness (its first records count)."""
+    worker.data_dir.mkdir(parents=True, exist_ok=True)
+    worker.log_path = worker.data_dir.parent / "worker.log"
+    command = [sys.executable, "-m", "streams.cli", "worker"]
+    if profile is not None:
+        command[1:1] = ["-m", "cProfile", "-o", str(profile.resolve())]
+    with worker.log_path.open("wb") as log:
+        worker.proc = subprocess.Popen(
+            command,
+            env=worker.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@dataclass
+class Throughput:
+    posts: int
+    sustained: float
+    """posts/s between 10% and 90% consumed."""
+    overall: float
+    """posts/s from the last poll with none consumed to the first with all (a lower bound)."""
+    per_cpu_s: float
+    """posts per CPU second of the worker process, between 10% and 90%."""
+    cpu_share: float
+    """CPU seconds per wall second the worker got, between 10% and 90%."""
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_throughput(worker: WorkerProcess, n_posts: int, timeout_s: float) -> Throughput:
+    assert worker.proc is not None
+    samples: list[tuple[float, float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            count = worker.metric("crisiswatch_posts_consumed_total")
+        except OSError:
+            count = 0.0
+        samples.append((time.monotonic(), count, cpu_s(worker.proc.pid)))
+        if count >= n_posts:
+            break
+        time.sleep(0.25 if count == 0 else 1.0)
+    else:
+        msg = f"the worker consumed {samples[-1][1]:.0f} of {n_posts} posts in {timeout_s:.0f} s"
+        raise RuntimeError(msg)
+    t_zero = max(t for t, c, _ in samples if c == 0)
+    t_full = samples[-1][0]
+    lo = next(s for s in samples if s[1] >= 0.1 * n_posts)
+    hi = [s for s in samples if s[1] <= 0.9 * n_posts][-1]
+    if hi[0] <= lo[0]:
+        msg = f"too few posts ({n_posts}) for a rate between polls: use more"
+        raise RuntimeError(msg)
+    sustained = (hi[1] - lo[1]) / (hi[0] - lo[0])
+    per_cpu = (hi[1] - lo[1]) / max(1e-9, hi[2] - lo[2])
+    return Throughput(
+        n_posts, sustained, n_posts / (t_full - t_zero), per_cpu, (hi[2] - lo[2]) / (hi[0] - lo[0])
+    )
+
+
+@dataclass
+class Latency:
+    rate: float
+    achieved: float
+    sent: int
+    alarms: int
+    alerts: int
+    by_type: dict[str, int]
+    samples_ms: list[float]
+
+
+async def measure_latency(
+    bootstrap: str, prefix: str, rate: float, n_brands: int, duration_s: float
+) -> Latency:
+    run = LatencyRun(rate)
+    stop = asyncio.Event()
+    stop.set()
+    collector = asyncio.create_task(collect_alerts(bootstrap, f"{prefix}.alerts", run, stop))
+    while stop.is_set():  # cleared once the collector sits at the end of the alerts topic
+        if collector.done():
+            await collector
+        await asyncio.sleep(0.05)
+    started_ms = int(time.time() * 1000)
+    t0 = time.monotonic()
+    await produce_at_rate(bootstrap, f"{prefix}.posts", run, n_brands, duration_s)
+    achieved = run.sent / (time.monotonic() - t0)
+    print(f"latency phase: sent {run.sent:,} posts ({run.alarms} alarms)", file=sys.stderr)
+    await asyncio.sleep((STEP_MS + LATENESS_MS) / 1000 + 2.0)
+    stop.set()
+    await collector
+    print(f"latency phase: {len(run.alerts)} alerts received", file=sys.stderr)
+    counted_from = started_ms + int(WARMUP_S * 1000)
+    samples = []
+    by_type: dict[str, int] = {}
+    for received, boundary, kind in run.alerts:
+        if boundary < counted_from:
+            continue  # warm-up, or a late event of the throughput phase
+        crossed = crossing_ms(run, boundary)
+        if crossed is None:
+            continue
+        by_type[kind] = by_type.get(kind, 0) + 1
+        samples.append(float(received - crossed))
+    return Latency(rate, achieved, run.sent, run.alarms, len(run.alerts), by_type, samples)
+
+
+async def wait_caught_up(worker: WorkerProcess, timeout_s: float) -> None:
+    """Until the worker reports no consumer lag (its gauge is refreshed every 5 s)."""
+    deadline = time.monotonic() + timeout_s
+    await asyncio.sleep(5.5)
+    while time.monotonic() < deadline:
+        if worker.metric("crisiswatch_consumer_lag_messages") == 0:
+            return
+        await asyncio.sleep(1.0)
+
+
+def lag_by_topic(worker: WorkerProcess) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = worker.get("/metrics")
+    lag: dict[str, float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "crisiswatch_consumer_lag_messages":
+                topic = sample.labels["topic"]
+                lag[topic] = lag.get(topic, 0.0) + sample.value
+    return lag
+
+
+def record(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Replace (or append) this benchmark's section of BENCHMARKS.md."""
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + ("" if end < 0 else old[end:])
+    path.write_text(new)
+
+
+def report(args: argparse.Namespace, tp: Throughput, base: float, lat: Latency) -> str:
+    ms = lat.samples_ms
+    p50, p90, p99 = (percentile(ms, q) for q in (0.5, 0.9, 0.99)) if ms else (float("nan"),) * 3
+    met_tp = "met" if tp.sustained >= 20_000 else f"NOT met ({tp.sustained / 20_000:.0%} of it)"
+    met_lat = "met" if ms and p99 < 100 else "NOT met"
+    types = ", ".join(f"{k} {v}" for k, v in sorted(lat.by_type.items()))
+    rows = [
+        ("measurement", "result", "target"),
+        ("---", "---", "---"),
+        ("bare aiokafka consumer, decode only", f"{base:,.0f} posts/s", ""),
+        (
+            f"worker, sustained (10%-90% of {tp.posts:,} pre-loaded posts)",
+            f"{tp.sustained:,.0f} posts/s",
+            f">= 20,000: {met_tp}",
+        ),
+        ("worker, first to last post (lower bound, 1 s polls)", f"{tp.overall:,.0f} posts/s", ""),
+        (
+            "worker, per CPU second of its process",
+            f"{tp.per_cpu_s:,.0f} posts/CPU-s ({tp.cpu_share:.0%} of a core)",
+            "",
+        ),
+        ("worker / bare consumer", f"{tp.sustained / base:.2f}", ""),
+        (
+            "latency load: 70% of sustained",
+            f"{lat.rate:,.0f} posts/s asked, {lat.achieved:,.0f} sent",
+            "",
+        ),
+        (
+            "produce-to-alert p50 / p90 / p99",
+            f"{p50:.0f} / {p90:.0f} / {p99:.0f} ms ({len(ms):,} alerts: {types})",
+            f"p99 < 100 ms: {met_lat}",
+        ),
+    ]
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    command = "bench/bench_worker.py" + (" --quick" if args.quick else "")
+    return f"""{SECTION}
+
+Command: `.venv/bin/python {command}` (run by `make bench`).
+Machine: {machine()}; one broker (Kafka 4.1, KRaft, local jars), one `crisiswatch worker`
+process and this benchmark process share the machine. {PARTITIONS} partitions, RocksDB store,
+1,000 brands (4 rules each), lateness {LATENESS_MS} ms, step {STEP_MS} ms.
+
+{table}
+
+Throughput: posts consumed by the worker (`crisiswatch_posts_consumed_total`, polled every
+1 s) while it matches them, sends hits to `matches`, and its `detect` agent keeps brand state.
+Latency: for an alert at evaluation boundary T, the time from the send of the post that
+crossed the boundary (the first post with `created_at >= T + lateness` on the last posts
+partition to get one: only then does the watermark reach T) to the alert's arrival at a plain
+consumer of `alerts` in the benchmark process. It does not include the designed wait from a
+crisis post to its boundary (up to step + lateness = {STEP_MS + LATENESS_MS} ms). The first
+{WARMUP_S:.0f} s of the latency phase are not counted.
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run (30,000 posts, 10 s latency phase)"
+    )
+    parser.add_argument("--posts", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
+    parser.add_argument("--brands", type=int, default=1000)
+    parser.add_argument("--profile", type=Path, help="run the worker under cProfile into this file")
+    parser.add_argument("--keep-log", type=Path, help="copy the worker's log to this file")
+    parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    args = parser.parse_args()
+    n_posts = min(args.posts, 30_000) if args.quick else args.posts
+    duration_s = 10.0 if args.quick else args.seconds
+    prefix = "bench"
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        broker = LocalKafka(tmp / "kafka", port=free_port())
+        bootstrap = broker.up()
+        worker = WorkerProcess(
+            bootstrap,
+            prefix,
+            tmp / "worker",
+            tmp / "brands",
+            partitions=PARTITIONS,
+            extra_env={
+                "CRISISWATCH_LATENESS": f"{LATENESS_MS}ms",
+                "CRISISWATCH_STEP": f"{STEP_MS}ms",
+                "CRISISWATCH_RULES_RELOAD_S": "5",
+            },
+        )
+        try:
+            write_brands(tmp / "brands", args.brands)
+            asyncio.run(create_topics(bootstrap, [f"{prefix}.posts"], partitions=PARTITIONS))
+            started = time.monotonic()
+            asyncio.run(
+                preload(bootstrap, f"{prefix}.posts", n_posts, args.brands, int(time.time() * 1000))
+            )
+            print(
+                f"pre-loaded {n_posts:,} posts in {time.monotonic() - started:.1f} s",
+                file=sys.stderr,
+            )
+            base = asyncio.run(baseline(bootstrap, f"{prefix}.posts", n_posts))
+            print(f"bare consumer: {base:,.0f} posts/s", file=sys.stderr)
+            start_worker(worker, args.profile)
+            tp = measure_throughput(worker, n_posts, timeout_s=60 + n_posts / 1000)
+            print(f"worker: {tp.sustained:,.0f} posts/s sustained", file=sys.stderr)
+            if args.profile is not None:
+                return 0
+            asyncio.run(wait_caught_up(worker, 60))
+            print(f"lag before the latency phase: {lag_by_topic(worker)}", file=sys.stderr)
+            lat = asyncio.run(
+                measure_latency(bootstrap, prefix, 0.7 * tp.sustained, args.brands, duration_s)
+            )
+            print(f"lag after the latency phase: {lag_by_topic(worker)}", file=sys.stderr)
+        except Exception:
+            print(f"worker log (last lines):\n{worker.tail()}", file=sys.stderr)
+            raise
+        finally:
+            if args.keep_log is not None and worker.log_path is not None:
+                args.keep_log.write_bytes(worker.log_path.read_bytes())
+            worker.stop()
+            broker.down()
+    text = report(args, tp, base, lat)
+    print(text)
+    if not args.no_record and not args.quick:
+        record(text)
+        print(f"recorded in {ROOT / 'BENCHMARKS.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

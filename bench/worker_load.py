@@ -1,0 +1,209 @@
+"""Load for the worker benchmark: brand files, posts, the paced producer and the alert collector.
+
+Used by ``bench_worker.py`` (see its docstring for what is measured).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from bench_backtest import BRAND_YAML
+
+from rules.post import format_rfc3339_ms, parse_rfc3339_ms
+from streams.stages import partition_for
+
+ALARM_RULE = """\
+  - id: alarm
+    kind: keyword
+    query: 'alarmtest OR 警报测试'
+    min_count: 1
+    window: 1s
+    resolve_after: 1s
+    crisis_type: other
+    severity: low
+"""
+PARTITIONS = 4
+LATENESS_MS = 500
+STEP_MS = 1000
+ALARM_EVERY_S = 0.05
+ALARM_BRANDS = 200
+WARMUP_S = 3.0
+PRELOAD_EVENT_RATE = 2_000
+"""Pre-loaded posts per second of event time (a busy stream being caught up)."""
+_EN_TEXT = (
+    "the a and i you it is was so this that my today just got really not very good bad food "
+    "service order again never what why when they we store new time people love hate think "
+    "know going day week all out about lunch price great"
+)
+EN_WORDS = _EN_TEXT.split()
+ZH_WORDS = ["今天", "好吃", "排队", "打折", "我们", "觉得", "服务", "价格", "朋友", "周末", "新品"]
+CRISIS = ["recall", "food poisoning", "app down", "refund", "召回", "退款"]
+
+
+def write_brands(directory: Path, n_brands: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for n in range(n_brands):
+        (directory / f"b{n:04d}.yaml").write_text(BRAND_YAML.format(n=n) + ALARM_RULE)
+
+
+def post_text(rng: random.Random, n_brands: int, extra: str | None = None) -> str:
+    """A post: 60% English, 40% Chinese; 20% mention one brand; 3% of those a crisis term."""
+    zh = rng.random() < 0.4
+    if zh:
+        parts = [rng.choice(ZH_WORDS) for _ in range(rng.randint(6, 14))]
+    else:
+        parts = [rng.choice(EN_WORDS) for _ in range(rng.randint(8, 24))]
+    if rng.random() < 0.2 or extra:
+        n = rng.randrange(n_brands)
+        parts.insert(rng.randrange(len(parts)), f"品牌{n:04d}" if zh else f"brand{n:04d}")
+        if rng.random() < 0.03:
+            parts.append(rng.choice(CRISIS))
+    if extra:
+        parts.append(extra)
+    return ("" if zh else " ").join(parts)
+
+
+def post_bytes(
+    i: int, text: str, created_ms: int, ingested_ms: int | None, rng: random.Random
+) -> bytes:
+    post: dict[str, object] = {
+        "id": f"bench:{i}",
+        "source": "bench",
+        "text": text,
+        "created_at": format_rfc3339_ms(created_ms),
+        "lang": "zh" if text and not text.isascii() else "en",
+        "author": {
+            "id": str(rng.randrange(50_000)),
+            "handle": "u",
+            "followers": rng.randrange(10_000),
+        },
+    }
+    if ingested_ms is not None:
+        post["ingested_at"] = format_rfc3339_ms(ingested_ms)
+    return orjson.dumps(post)
+
+
+async def preload(bootstrap: str, topic: str, n_posts: int, n_brands: int, start_ms: int) -> None:
+    """N posts, ``PRELOAD_EVENT_RATE`` per second of event time, ending 10 min before start."""
+    rng = random.Random(1)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    try:
+        span_ms = n_posts * 1000 // PRELOAD_EVENT_RATE
+        t0 = start_ms - span_ms - 600_000
+        futures = []
+        for i in range(n_posts):
+            created = t0 + i * span_ms // n_posts
+            value = post_bytes(i, post_text(rng, n_brands), created, None, rng)
+            futures.append(await producer.send(topic, value=value, key=b"bench:%d" % i))
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class LatencyRun:
+    rate: float
+    sent: int = 0
+    alarms: int = 0
+    created_by_partition: list[list[int]] = field(
+        default_factory=lambda: [[] for _ in range(PARTITIONS)]
+    )
+    alerts: list[tuple[int, int, str]] = field(default_factory=list)
+    """(received wall ms, boundary T ms, event type)."""
+
+
+async def produce_at_rate(
+    bootstrap: str, topic: str, run: LatencyRun, n_brands: int, duration_s: float
+) -> None:
+    rng = random.Random(2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    futures = []
+    try:
+        started = time.monotonic()
+        next_alarm = 0.0
+        brand_cycle = 0
+        while (elapsed := time.monotonic() - started) < duration_s:
+            due = int(run.rate * elapsed)
+            while run.sent < due:
+                extra = None
+                if elapsed >= next_alarm:
+                    next_alarm += ALARM_EVERY_S
+                    extra = f"brand{brand_cycle % ALARM_BRANDS:04d} alarmtest"
+                    brand_cycle += 1
+                    run.alarms += 1
+                now_ms = int(time.time() * 1000)
+                key = f"bench:l{run.sent}"
+                value = post_bytes(
+                    run.sent,
+                    post_text(rng, n_brands) if extra is None else extra,
+                    now_ms,
+                    now_ms,
+                    rng,
+                )
+                p = partition_for(key, PARTITIONS)
+                futures.append(
+                    await producer.send(topic, value=value, key=key.encode(), partition=p)
+                )
+                run.created_by_partition[p].append(now_ms)
+                run.sent += 1
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect_alerts(bootstrap: str, topic: str, run: LatencyRun, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+        stop.clear()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            received = int(time.time() * 1000)
+            for records in batch.values():
+                for rec in records:
+                    event = orjson.loads(rec.value)
+                    boundary = int(decode_time(event["time"]))
+                    run.alerts.append((received, boundary, event["type"].rsplit(".", 1)[-1]))
+    finally:
+        await consumer.stop()
+
+
+def decode_time(text: str) -> int:
+    return parse_rfc3339_ms(text)
+
+
+def crossing_ms(run: LatencyRun, boundary_ms: int) -> int | None:
+    """Send time of the post that moved the watermark to ``boundary_ms`` (None: never sent)."""
+    need = boundary_ms + LATENESS_MS
+    worst = None
+    for created in run.created_by_partition:
+        i = bisect_left(created, need)
+        if i == len(created):
+            return None
+        worst = created[i] if worst is None else max(worst, created[i])
+    return worst
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
