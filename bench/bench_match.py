@@ -14,6 +14,7 @@ Prints one markdown table row per measurement plus the machine it ran on.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import random
@@ -30,7 +31,7 @@ import ahocorasick_rs
 from rules.match_reference import ReferenceMatcher
 from rules.matcher import Matcher
 from rules.model import Brand, KeywordRule, Post, RuleSet
-from rules.normalize import _t2s_table
+from rules.normalize import _t2s_table, prepare_text
 
 _TRAD = _t2s_table()[1]
 _CJK = [c for c in map(chr, range(0x4E00, 0x4E00 + 4000)) if c not in _TRAD][:3000]
@@ -117,27 +118,39 @@ def posts_per_s(fn: Callable[[Post], object], posts: list[Post], min_s: float) -
             return done / elapsed
 
 
-def automaton_walk(terms: list[str], texts: list[str], kind: str) -> float:
+def automaton_walk(matcher: Matcher, texts: list[str], kind: str) -> float:
     """Texts/s for the bare automaton walk (every overlapping match of every term).
 
     ``kind``: pyahocorasick over code points (``py-str``) or over UTF-8 bytes carried
-    as latin-1 (``py-utf8``), or ahocorasick-rs over ``str`` (``rs-str``, what the
-    Matcher uses).  CPU time, like ``posts_per_s``.
+    as latin-1 (``py-utf8``); an ahocorasick-rs NFA over UTF-8 bytes (``rs-utf8``);
+    or what the Matcher runs (``matcher``: an ahocorasick-rs DFA of the ASCII terms
+    for ASCII text, else Hyperscan over UTF-8, match callbacks included).  Encoding
+    included; CPU time, like ``posts_per_s``.
     """
+    terms = sorted({key[0] for key in matcher._term_ids})
     inputs = [(t + " ")[:-1] for t in texts]  # fresh strings: no cached UTF-8 form
-    if kind == "rs-str":
-        rs = ahocorasick_rs.AhoCorasick(terms)
+    if kind in ("matcher", "rs-utf8"):
+        finder = matcher._finder
+        assert finder is not None and finder._ascii is not None
+        ascii_ac = finder._ascii
+        utf8: Callable[[bytes], object] = finder._utf8_matches
+        if kind == "rs-utf8":
+            nfa = ahocorasick_rs.BytesAhoCorasick([t.encode() for t in terms])
+            utf8 = functools.partial(nfa.find_matches_as_indexes, overlapping=True)
         start = time.process_time()
         for s in inputs:
-            rs.find_matches_as_indexes(s, overlapping=True)
+            if kind == "matcher" and s.isascii():
+                ascii_ac.find_matches_as_indexes(s, overlapping=True)
+            else:
+                utf8(s.encode())
         return len(inputs) / (time.process_time() - start)
-    utf8 = kind == "py-utf8"
+    as_utf8 = kind == "py-utf8"
     automaton = ahocorasick.Automaton()
     for t in terms:
-        key = t.encode().decode("latin-1") if utf8 else t
+        key = t.encode().decode("latin-1") if as_utf8 else t
         automaton.add_word(key, len(key))
     automaton.make_automaton()
-    if utf8:
+    if as_utf8:
         inputs = [t.encode().decode("latin-1") for t in inputs]
     start = time.process_time()
     for s in inputs:
@@ -198,19 +211,19 @@ def main(argv: list[str] | None = None) -> int:
         f"| {fast:,.0f} posts/s | {slow:,.0f} posts/s | {fast / slow:,.0f}x "
         f"| {fast_en:,.0f} posts/s | {fast_zh:,.0f} posts/s |"
     )
-    terms = sorted({k[0] for k in matcher._term_ids})
     by_script = {
-        "en": [p.text.lower() for p in posts if p.text.isascii()][:1000],
-        "zh": [p.text for p in posts if not p.text.isascii()][:1000],
+        "en": [prepare_text(p.text) for p in posts if p.text.isascii()][:1000],
+        "zh": [prepare_text(p.text) for p in posts if not p.text.isascii()][:1000],
     }
     print()
     print(
-        "| automaton walk only | pyahocorasick, code points | pyahocorasick, UTF-8 bytes "
-        "| ahocorasick-rs, str (used) |"
+        "| automaton walk only | pyahocorasick, code points | pyahocorasick, UTF-8 "
+        "| ahocorasick-rs NFA, UTF-8 | as the matcher: rs DFA (ASCII) / Hyperscan (other) |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
+    kinds = ("py-str", "py-utf8", "rs-utf8", "matcher")
     for script, texts in by_script.items():
-        rates = [automaton_walk(terms, texts, kind) for kind in ("py-str", "py-utf8", "rs-str")]
+        rates = [automaton_walk(matcher, texts, kind) for kind in kinds]
         print(f"| {script} posts | " + " | ".join(f"{r:,.0f} /s" for r in rates) + " |")
     return 1 if mismatches else 0
 

@@ -1,13 +1,12 @@
 """One-pass multi-brand matcher.
 
-Every term of every brand is compiled into ONE Aho-Corasick automaton over
-normalised text, so the cost per post grows with the post's length, not with
-the number of rules.  The automata are ``ahocorasick_rs`` (Rust; one call per
-post returns every overlapping match), 3-4x faster on Chinese text than
-pyahocorasick (see BENCHMARKS.md): an ASCII post is searched for the ASCII
-terms only, by a DFA when that is small enough, any other post by an NFA of
-every term over its UTF-8 bytes.  Word boundaries are checked only for the
-hits, and only for Latin-script term ends; CJK terms are substrings.
+Every term of every brand goes into one multi-pattern search over normalised
+text, so the cost per post grows with the post's length, not with the number
+of rules: an ASCII post is searched for the ASCII terms by an ahocorasick-rs
+DFA (an NFA when the terms are many), any other post for every term over its
+UTF-8 bytes by Hyperscan's literal matcher (see ``_TermFinder`` and
+BENCHMARKS.md).  Word boundaries are checked only for the hits, and only for
+Latin-script term ends; CJK terms are substrings.
 
 Boolean structure is then evaluated only for brands one of whose ``mentions``
 terms hit, plus the brands whose ``mentions`` query can be true without any
@@ -16,7 +15,10 @@ term (``NOT x``, field-only queries).
 
 from __future__ import annotations
 
+import threading
+
 import ahocorasick_rs
+import hyperscan
 
 from rules.model import BrandMatch, KeywordRule, Post, RuleSet
 from rules.normalize import WORD_CHARS
@@ -55,14 +57,20 @@ def _word_after(enc: bytes, i: int) -> bool:
 
 
 class _TermFinder:
-    """The automata, and the terms behind each of their patterns."""
+    """The automata, and the terms behind each of their patterns.
 
-    __slots__ = ("_ascii", "_ascii_entries", "_entries", "_utf8")
+    ASCII text (most English posts) is searched for the ASCII terms by
+    ahocorasick-rs, a DFA when small enough.  Other text is searched as UTF-8
+    by Hyperscan's literal matcher (every overlapping match, ~2x faster than an
+    Aho-Corasick NFA on Chinese: see BENCHMARKS.md); Hyperscan takes
+    NUL-terminated literals, so the rare terms with a NUL go to a small
+    ahocorasick-rs automaton instead.
+    """
+
+    __slots__ = ("_ascii", "_ascii_entries", "_db", "_entries", "_lengths", "_nul", "_scratch")
 
     def __init__(self, by_key: dict[str, list[tuple[int, bool, bool]]]) -> None:
         keys = sorted(by_key)
-        self._entries = tuple(tuple(by_key[k]) for k in keys)
-        self._utf8 = ahocorasick_rs.BytesAhoCorasick([k.encode() for k in keys])
         ascii_keys = [k for k in keys if k.isascii()]
         self._ascii_entries = tuple(tuple(by_key[k]) for k in ascii_keys)
         self._ascii: ahocorasick_rs.AhoCorasick | None = None
@@ -70,6 +78,41 @@ class _TermFinder:
             size = sum(map(len, ascii_keys))
             impl = ahocorasick_rs.Implementation.DFA if size <= _DFA_MAX_PATTERN_BYTES else None
             self._ascii = ahocorasick_rs.AhoCorasick(ascii_keys, implementation=impl)
+        # pattern ids of the UTF-8 search: Hyperscan's first, then the NUL automaton's
+        plain = [k.encode() for k in keys if "\x00" not in k]
+        nul = [k.encode() for k in keys if "\x00" in k]
+        self._entries = tuple(tuple(by_key[k.decode()]) for k in plain + nul)
+        self._lengths = tuple(len(k) for k in plain + nul)
+        self._db: hyperscan.Database | None = None
+        if plain:
+            self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            self._db.compile(
+                expressions=plain, ids=list(range(len(plain))), elements=len(plain), literal=True
+            )
+        self._nul = (len(plain), ahocorasick_rs.BytesAhoCorasick(nul)) if nul else None
+        self._scratch = threading.local()
+        """Hyperscan scratch space, one per thread (a scan releases the GIL)."""
+
+    def _utf8_matches(self, enc: bytes) -> list[tuple[int, int]]:
+        """(pattern id, end byte) of every match in UTF-8 ``enc``."""
+        found: list[tuple[int, int]] = []
+        if self._db is not None:
+            scratch = getattr(self._scratch, "space", None)
+            if scratch is None:
+                scratch = self._scratch.space = hyperscan.Scratch(self._db)
+            add = found.append
+            self._db.scan(
+                enc,
+                match_event_handler=lambda pattern, _start, end, _flags, _ctx: add((pattern, end)),
+                scratch=scratch,
+            )
+        if self._nul is not None:
+            offset, automaton = self._nul
+            found.extend(
+                (offset + pattern, end)
+                for pattern, _, end in automaton.find_matches_as_indexes(enc, overlapping=True)
+            )
+        return found
 
     def hits(self, text: str) -> set[int]:
         """Ids of the terms found in prepared ``text``, word boundaries checked."""
@@ -92,7 +135,9 @@ class _TermFinder:
         enc = text.encode()
         n = len(enc)
         entries = self._entries
-        for pattern, start, end in self._utf8.find_matches_as_indexes(enc, overlapping=True):
+        lengths = self._lengths
+        for pattern, end in self._utf8_matches(enc):
+            start = end - lengths[pattern]
             for tid, start_b, end_b in entries[pattern]:
                 if start_b and start and _word_before(enc, start):
                     continue
