@@ -40,3 +40,6 @@ kafka-down: setup
 
 clean:
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache
+
+reliability: setup
+	@bash scripts/reliability.sh
