@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from worker_load import (  # noqa: E402
     LATENESS_MS,
     PARTITIONS,
+    PRELOAD_EVENT_RATE,
     STEP_MS,
     WARMUP_S,
     LatencyRun,
@@ -62,6 +63,29 @@ from tests.integration.workerproc import WorkerProcess  # noqa: E402
 from tests.kafkautil import create_topics  # noqa: E402
 
 SECTION = "## Worker through Kafka (issue 5)"
+NOTES = """\
+Where the worker's time goes (cProfile of the worker, 10,000 pre-loaded posts): the project's
+own code is a small share -- decode ~38 µs and match ~28 µs per post under the profiler, the
+detect stage ~1% of the run; most CPU is faust's per-message path (consumer callback,
+conductor, channel queue, stream processors, `take_events` buffer, per-event acks), aiokafka
+and the asyncio loop, and socket writes to the broker. The match agent is also serial per
+batch: `take_events` stops filling its buffer while the agent runs, and the agent waits for
+two broker round trips (hits acknowledged, then ticks acknowledged) before the next batch.
+Fixed here: the detect stage advanced and wrote back every stored brand of a partition on
+every watermark tick (up to ~250 table writes, each a changelog record, per tick, several
+ticks per batch; faust logged "producer buffer full" continually); it now advances only due
+brands, as `rules.engine.Engine` does (800 -> 2,500-3,300 posts/s in quick runs). Not done:
+one record per matches partition per batch (hits + tick together) instead of one per hit and
+one gather instead of two, in `streams/app.py`; reading posts with a plain aiokafka
+consumer instead of a faust stream. Also not done: a brand with a hit in any of its windows (10 min
+here) is due at every step, so with many active brands and a 1 s step (needed for enough
+latency samples) the detect stage still advances and writes back most brands every event
+second; the per-post cost therefore grows with the run (6,600 posts/CPU-s for 15,000 posts,
+2,900 for 100,000). Writing a brand's state back once per commit interval instead of per
+batch, and a cheaper state encoding, are the next steps. On this machine (2 cores shared
+with other jobs, load average ~6) the worker got well under one core, so wall-clock rates
+vary run to run; the
+per-CPU-second figure is the steadier one."""
 
 
 def machine() -> str:
@@ -298,7 +322,11 @@ crossed the boundary (the first post with `created_at >= T + lateness` on the la
 partition to get one: only then does the watermark reach T) to the alert's arrival at a plain
 consumer of `alerts` in the benchmark process. It does not include the designed wait from a
 crisis post to its boundary (up to step + lateness = {STEP_MS + LATENESS_MS} ms). The first
-{WARMUP_S:.0f} s of the latency phase are not counted.
+{WARMUP_S:.0f} s of the latency phase are not counted. Pre-loaded posts carry event times
+{PRELOAD_EVENT_RATE:,} per second (a busy stream being caught up); in the latency phase event
+time is wall time.
+
+{NOTES}
 """
 
 
