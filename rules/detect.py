@@ -16,6 +16,7 @@ import logging
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import ge
 from typing import Any
 
 from rules.alerts import AlertEvent, sample_object, window_figures
@@ -91,6 +92,8 @@ class BrandPlan:
     adaptive_series: frozenset[str]
     max_window_ms: int
     max_baseline_ms: int
+    min_counts: tuple[int, ...]
+    """``min_count`` of each rule, in ``rules`` order."""
 
 
 def _plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
@@ -122,6 +125,7 @@ def _plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
         adaptive_series=frozenset(p.series for p in plans if p.k is not None),
         max_window_ms=max((p.window_ms for p in plans), default=step_ms),
         max_baseline_ms=max((p.baseline_ms for p in plans), default=KEYWORD_BASELINE_MS),
+        min_counts=tuple(p.min_count for p in plans),
     )
 
 
@@ -315,7 +319,9 @@ class Detector:
             state.incidents.clear()
             state.series.clear()
             return []
-        self._adopt(state, plan)
+        adopted: BrandPlan | None = state.cache.get("plan")
+        if adopted is not plan:
+            self._adopt(state, plan)
         if state.first_hit_ms is None:
             return []
         step = self.step_ms
@@ -354,18 +360,19 @@ class Detector:
                     break
             counts = self._counts(state, plan, t, run_at, counts)
             run_at = t
-            events.extend(self._evaluate(state, plan, t, counts))
-            below_at = None
-            if not state.incidents and all(
-                c < rp.min_count for c, rp in zip(counts, plan.rules, strict=True)
-            ):
-                below_at = t
+            below_at = t
+            if state.incidents or any(map(ge, counts, plan.min_counts)):
+                # (with no incident and every count below its minimum nothing can happen)
+                events.extend(self._evaluate(state, plan, t, counts))
+                if state.incidents or any(map(ge, counts, plan.min_counts)):
+                    below_at = None
             state.last_boundary_ms = t
             t += step
         state.cache["below"] = below_at
         state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
-        self._prune(state, plan, prev, target)
+        if prev is None or prev // TILE_MS != target // TILE_MS:
+            self._prune(state, plan, prev, target)
         return events
 
     def _counts(
@@ -394,8 +401,13 @@ class Detector:
                             get = s.counts.get
                             count += get(run_at, 0) - get(run_at - rp.window_ms, 0)
                         elif gap < rp.window_ms:
+                            # buckets entering [run_at, t) minus those leaving [run_at-w, t-w)
                             w = rp.window_ms
-                            count += s.window_count(run_at, t) - s.window_count(run_at - w, t - w)
+                            keys, got = s.keys, s.counts
+                            for k in keys[bisect_left(keys, run_at) : bisect_left(keys, t)]:
+                                count += got[k]
+                            for k in keys[bisect_left(keys, run_at - w) : bisect_left(keys, t - w)]:
+                                count -= got[k]
                         else:
                             count = s.window_count(t - rp.window_ms, t)
                     new.append(count)
