@@ -118,13 +118,16 @@ def normalize(text: str) -> str:
     """
     if text.isascii():
         return text.lower()
+    s = _nfkc_casefold(text)
+    return s if s.isascii() else _fold_traditional(s)
+
+
+def _nfkc_casefold(text: str) -> str:
     nfkc = unicodedata.normalize("NFKC", text)
     s = nfkc.casefold()
-    if s.isascii():
-        return s
-    if s != nfkc:  # case-folding can leave a string that is not NFKC any more
+    if s != nfkc and not s.isascii():  # case-folding can leave a string that is not NFKC
         s = unicodedata.normalize("NFKC", s)
-    return _fold_traditional(s)
+    return s
 
 
 _RARE_SPACES = ("  ", "\n", "\t", "\r", "\x0b", "\x0c", "\x85", "\u2028", "\u2029")
@@ -143,20 +146,18 @@ def prepare_text(text: str) -> str:
     """Post text as the matcher sees it: ``normalize``, then whitespace runs collapsed.
 
     Same result as ``collapse_spaces(normalize(text))`` when the text has a rare
-    space (newline, tab, two spaces, ...), else as ``normalize(text).strip()``; one
-    regex pass looks for rare spaces and Traditional characters together.
+    space (newline, tab, two spaces, ...), else ``normalize(text)``, stripped if it
+    begins or ends with a space; one regex pass looks for rare spaces and
+    Traditional characters together.
 
     >>> prepare_text(" ＡＣＭＥ  質量問題 ")
     'acme 质量问题'
     """
     if text.isascii():
         return _collapse_rare_spaces(text.lower())
-    nfkc = unicodedata.normalize("NFKC", text)
-    s = nfkc.casefold()
+    s = _nfkc_casefold(text)
     if s.isascii():
         return _collapse_rare_spaces(s)
-    if s != nfkc:
-        s = unicodedata.normalize("NFKC", s)
     if "  " not in s and _trad_finder().maybe_or_space.search(s) is None:
         return s.strip() if s[:1] == " " or s[-1:] == " " else s
     return _collapse_rare_spaces(_fold_traditional(s))
