@@ -16,6 +16,7 @@ term (``NOT x``, field-only queries).
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import ahocorasick_rs
 import hyperscan
@@ -54,6 +55,13 @@ def _word_after(enc: bytes, i: int) -> bool:
         return b in _WORD_BYTES
     width = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
     return enc[i : i + width].decode("utf-8", "replace")[0] in WORD_CHARS
+
+
+def _collect(
+    pattern: int, _start: int, end: int, _flags: int, found: list[tuple[int, int]]
+) -> None:
+    """Hyperscan match callback: appends (pattern id, end byte) to ``found``."""
+    found.append((pattern, end))
 
 
 class _TermFinder:
@@ -100,12 +108,9 @@ class _TermFinder:
             scratch = getattr(self._scratch, "space", None)
             if scratch is None:
                 scratch = self._scratch.space = hyperscan.Scratch(self._db)
-            add = found.append
-            self._db.scan(
-                enc,
-                match_event_handler=lambda pattern, _start, end, _flags, _ctx: add((pattern, end)),
-                scratch=scratch,
-            )
+            # the stub types the context as object; _collect is only ever given ``found``
+            handler: Any = _collect
+            self._db.scan(enc, match_event_handler=handler, context=found, scratch=scratch)
         if self._nul is not None:
             offset, automaton = self._nul
             found.extend(
