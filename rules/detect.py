@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 KEYWORD_BASELINE_MS = DAY_MS
 """Keyword rules have no baseline of their own; events report this one (24 h)."""
-DEDUP_PRUNE_EVERY_MS = 3_600_000
+DEDUP_PRUNE_EVERY_MS = 60_000
 MENTIONS = "mentions"
 
 
@@ -256,15 +256,17 @@ class Detector:
         plan = self._plans.get(state.brand)
         if plan is None:
             return "ignored"
+        last = state.last_boundary_ms
+        if last is not None and ts < last:
+            # late before duplicate: a copy of an evaluated post is late either way, so
+            # ids older than the last boundary can be forgotten (see _prune)
+            state.late += 1
+            return "late"
         dedup = state.dedup
         seen = dedup.get(post_id)
         if seen is not None and abs(ts - seen) < self.dedup_horizon_ms:
             state.duplicates += 1
             return "duplicate"
-        last = state.last_boundary_ms
-        if last is not None and ts < last:
-            state.late += 1
-            return "late"
         dedup[post_id] = ts
         first = state.first_hit_ms
         if first is None or ts < first:
@@ -371,6 +373,12 @@ class Detector:
         state.cache["below"] = below_at
         state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
+        if prev is None or prev // DEDUP_PRUNE_EVERY_MS != target // DEDUP_PRUNE_EVERY_MS:
+            # a post created before the boundary just evaluated is late from now on, copies
+            # included (lateness is checked first): its id need not be kept
+            dedup = state.dedup
+            for post_id in [p for p, ts in dedup.items() if ts < target]:
+                del dedup[post_id]
         if prev is None or prev // TILE_MS != target // TILE_MS:
             self._prune(state, plan, prev, target)
         return events
@@ -547,9 +555,3 @@ class Detector:
         state.cache.pop("run", None)
         for key in [k for k in state.cache if isinstance(k, tuple) and k[1] == "base"]:
             del state.cache[key]
-        if prev_ms is None or floor_to(prev_ms, DEDUP_PRUNE_EVERY_MS) != floor_to(
-            now_ms, DEDUP_PRUNE_EVERY_MS
-        ):
-            horizon = now_ms - self.dedup_horizon_ms
-            for post_id in [p for p, ts in state.dedup.items() if ts < horizon]:
-                del state.dedup[post_id]

@@ -1,18 +1,18 @@
 """``build_app(settings)``: the only place a faust App is made.
 
-Two agents, both thin:
-- ``match`` reads ``<prefix>.posts`` in batches, calls the engine's matcher and
-  sends one hit per (post, brand) to ``<prefix>.matches`` keyed by brand, dead
-  letters to ``<prefix>.posts.dlq``, then a watermark tick to every matches
-  partition;
-- ``detect`` reads ``<prefix>.matches``, keeps each brand's state (windows,
+Two stages, both thin:
+- the match loop (``streams.matchloop``, a plain aiokafka consumer run as an
+  app task) reads ``<prefix>.posts`` in batches, calls the engine's matcher and
+  sends, per batch, one record to every partition of ``<prefix>.matches``
+  (that partition's hits, by brand, then a watermark tick), dead letters to
+  ``<prefix>.posts.dlq``;
+- the ``detect`` agent reads ``<prefix>.matches``, keeps each brand's state (windows,
   incidents) in the changelog-backed table ``brand_state`` and sends incident
   events to ``<prefix>.alerts`` keyed by brand.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -27,7 +27,7 @@ from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from prometheus_client import CollectorRegistry
 
-from streams.codecs import Tick, encode_hit, encode_tick
+from streams.matchloop import MatchLoop
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.settings import Settings
@@ -38,6 +38,7 @@ from streams.web import install_views
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
+"""Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.05
 
 
@@ -62,6 +63,7 @@ class Worker:
     rules: RuleHolder
     match_stage: MatchStage
     detect_stage: DetectStage
+    match_loop: MatchLoop
 
 
 def _credentials(settings: Settings) -> Any:
@@ -123,54 +125,27 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     assert isinstance(transport, AIOKafkaTransport)
     transport.Producer = IdempotentProducer  # type: ignore[misc]
 
-    posts = app.topic(
-        settings.topic("posts"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=n,
-    )
-    matches = app.topic(
-        settings.topic("matches"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=n,
-        internal=True,
-    )
-    alerts = app.topic(
-        settings.topic("alerts"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=n,
-    )
-    dlq = app.topic(
-        settings.topic("posts.dlq"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=n,
-    )
-    table = app.Table(
-        "brand_state",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=n,
-        changelog_topic=app.topic(
-            changelog_topic(settings),
+    def raw_topic(name: str, **options: Any) -> faust.TopicT:
+        return app.topic(
+            name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
             partitions=n,
-            compacting=True,
-            deleting=False,
-            internal=True,
+            **options,
+        )
+
+    matches = raw_topic(settings.topic("matches"), internal=True)
+    alerts = raw_topic(settings.topic("alerts"))
+    dlq = raw_topic(settings.topic("posts.dlq"))
+    table = app.Table(
+        "brand_state",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=n,
+        changelog_topic=raw_topic(
+            changelog_topic(settings), compacting=True, deleting=False, internal=True
         ),
     )
 
@@ -184,41 +159,25 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     detect_stage = DetectStage(rules, metrics, partitions=n, load=load_state, now_ms=_now_ms)
     sender = f"{settings.app_id}:{uuid.uuid4().hex[:8]}"
-    send_lock = asyncio.Lock()
 
-    async def send_ticks(busy: frozenset[int] = frozenset()) -> None:
-        report = match_stage.clock.report(_now_ms(), busy)
-        if not report:
-            return
-        value = encode_tick(Tick(sender, report))
-        futures = [await matches.send(key=None, value=value, partition=q) for q in range(n)]
-        await asyncio.gather(*futures)
+    async def send_matches(partition: int, value: bytes) -> Any:
+        return await matches.send(key=None, value=value, partition=partition)
 
-    @app.agent(posts, name="match")  # type: ignore[arg-type]
-    async def match(stream: faust.Stream) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            records = [
-                Record(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
-            out = match_stage.process(records)
-            async with send_lock:
-                futures = [
-                    await matches.send(key=h.brand.encode(), value=encode_hit(h)) for h in out.hits
-                ]
-                futures += [
-                    await dlq.send(key=key, value=orjson.dumps(dead))
-                    for key, dead in out.dead_letters
-                ]
-                await asyncio.gather(*futures)  # acknowledged before the posts are acked
-                match_stage.commit_event_times(out.event_times)
-                await send_ticks()
+    async def send_dead(key: bytes | None, value: bytes) -> Any:
+        return await dlq.send(key=key, value=value)
+
+    match_loop = MatchLoop(
+        settings,
+        match_stage,
+        metrics,
+        send_matches=send_matches,
+        send_dead=send_dead,
+        sender=sender,
+    )
+
+    @app.task
+    async def run_match_loop() -> None:
+        await match_loop.run()
 
     @app.agent(matches, name="detect")  # type: ignore[arg-type]
     async def detect(stream: faust.Stream) -> None:
@@ -258,10 +217,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     @app.timer(settings.tick_interval_s)
     async def tick_when_quiet() -> None:
-        busy = await _partitions_behind(app, settings.topic("posts"))
-        async with send_lock:
-            match_stage.clock.assign(_assigned(app, settings.topic("posts")), _now_ms())
-            await send_ticks(busy)
+        await match_loop.send_tick()
 
     if settings.rules_reload_s > 0:
 
@@ -271,6 +227,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     @app.timer(5.0)
     async def consumer_lag() -> None:
+        await match_loop.report_lag()
         for tp in app.consumer.assignment():
             try:
                 lag = _lag(app, tp)
@@ -283,8 +240,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
         detect_stage.forget()
 
-    install_views(app, metrics, rules)
-    return Worker(app, settings, metrics, rules, match_stage, detect_stage)
+    install_views(app, metrics, rules, match_loop)
+    return Worker(app, settings, metrics, rules, match_stage, detect_stage, match_loop)
 
 
 def _lag(app: faust.App, tp: Any) -> int | None:
@@ -301,24 +258,3 @@ def _lag(app: faust.App, tp: Any) -> int | None:
     committed = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
     position = max(read + 1 if read is not None else 0, committed or 0)
     return max(0, highwater - position)
-
-
-async def _partitions_behind(app: faust.App, topic: str) -> frozenset[int]:
-    """Posts partitions with records not yet read: busy, never idle."""
-    behind = set()
-    try:
-        for tp in app.consumer.assignment():
-            if tp.topic == topic:
-                lag = _lag(app, tp)
-                if lag is None or lag > 0:
-                    behind.add(tp.partition)
-    except Exception:  # consumer not started yet
-        log.debug("cannot read positions yet", exc_info=True)
-    return frozenset(behind)
-
-
-def _assigned(app: faust.App, topic: str) -> set[int]:
-    try:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
-    except Exception:  # consumer not started yet
-        return set()

@@ -22,7 +22,7 @@ from rules.model import Hit, VelocityRule
 from rules.post import decode_post
 from rules.watermark import PartitionClock, WatermarkMerger
 from rules.windows import floor_to
-from streams.codecs import Tick, decode_record
+from streams.codecs import Tick, decode_items
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 
@@ -207,46 +207,52 @@ class DetectStage:
 
     def process(self, records: list[Record]) -> DetectOutput:
         out = DetectOutput()
-        detector = self.rules.current.detector
-        step_ms = detector.step_ms
         self._refresh_rules()
         for index, rec in enumerate(records):
             try:
-                item = decode_record(rec.value or b"")
+                items = decode_items(rec.value or b"")
             except Exception as exc:  # an internal topic: log loudly, never crash
                 log.error(
                     "bad matches record at %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc
                 )
                 out.bad_records.append(rec)
                 continue
-            if isinstance(item, Tick):
-                merger = self.mergers.get(rec.partition)
-                if merger is None:
-                    merger = self.mergers[rec.partition] = WatermarkMerger(
-                        detector.lateness_ms, self.partitions
-                    )
-                before = merger.watermark_ms
-                wm = merger.update(item.reports)
-                if wm is not None and wm != before:
-                    self._advance(rec.partition, wm, index, out)
-                continue
-            hit = item
-            if hit.brand not in self._brand_ids:
-                continue  # brand removed by a rule reload since the hit was made
-            st = self.state(hit.brand)
-            result = detector.observe(st, hit)
-            if result == "counted":
-                due = floor_to(hit.created_at_ms, step_ms) + step_ms
-                if st.last_boundary_ms is not None:
-                    due = max(due, st.last_boundary_ms + step_ms)
-                self._schedule(rec.partition, hit.brand, due)
-            elif result == "late":
-                self.metrics.late_hits.labels(hit.brand).inc()
-            elif result == "duplicate":
-                self.metrics.duplicate_hits.labels(hit.brand).inc()
-            out.dirty[hit.brand] = index
+            for item in items:
+                if isinstance(item, Tick):
+                    self._tick(rec.partition, item, index, out)
+                else:
+                    self._hit(rec.partition, item, index, out)
         self._update_gauges(out)
         return out
+
+    def _tick(self, partition: int, tick: Tick, index: int, out: DetectOutput) -> None:
+        merger = self.mergers.get(partition)
+        if merger is None:
+            merger = self.mergers[partition] = WatermarkMerger(
+                self.rules.current.detector.lateness_ms, self.partitions
+            )
+        before = merger.watermark_ms
+        wm = merger.update(tick.reports)
+        if wm is not None and wm != before:
+            self._advance(partition, wm, index, out)
+
+    def _hit(self, partition: int, hit: Hit, index: int, out: DetectOutput) -> None:
+        if hit.brand not in self._brand_ids:
+            return  # brand removed by a rule reload since the hit was made
+        detector = self.rules.current.detector
+        step_ms = detector.step_ms
+        st = self.state(hit.brand)
+        result = detector.observe(st, hit)
+        if result == "counted":
+            due = floor_to(hit.created_at_ms, step_ms) + step_ms
+            if st.last_boundary_ms is not None:
+                due = max(due, st.last_boundary_ms + step_ms)
+            self._schedule(partition, hit.brand, due)
+        elif result == "late":
+            self.metrics.late_hits.labels(hit.brand).inc()
+        elif result == "duplicate":
+            self.metrics.duplicate_hits.labels(hit.brand).inc()
+        out.dirty[hit.brand] = index
 
     def _advance(self, partition: int, watermark_ms: int, index: int, out: DetectOutput) -> None:
         detector = self.rules.current.detector

@@ -8,11 +8,14 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.matchloop import MatchLoop
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 
 
-def install_views(app: faust.App, metrics: WorkerMetrics, rules: RuleHolder) -> None:
+def install_views(
+    app: faust.App, metrics: WorkerMetrics, rules: RuleHolder, match_loop: MatchLoop
+) -> None:
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
@@ -27,23 +30,26 @@ def install_views(app: faust.App, metrics: WorkerMetrics, rules: RuleHolder) -> 
     @app.page("/readyz")
     class ReadyView(View):
         async def get(self, request: Request) -> Response:
-            state = _readiness(app, rules)
+            state = _readiness(app, rules, match_loop)
             return self.json(state, status=200 if state["ready"] else 503)
 
 
-def _readiness(app: faust.App, rules: RuleHolder) -> dict[str, Any]:
+def _readiness(app: faust.App, rules: RuleHolder, match_loop: MatchLoop) -> dict[str, Any]:
     try:
         assigned = len(app.consumer.assignment())
     except Exception:
         assigned = 0
     recovery = getattr(app.tables, "recovery", None)
     recovering = bool(getattr(recovery, "in_recovery", False))
-    ready = app.started and not app.rebalancing and not recovering and assigned > 0
+    match_partitions = len(match_loop.assigned())
+    consuming = match_loop.consumer is not None
+    ready = app.started and consuming and not app.rebalancing and not recovering and assigned > 0
     return {
         "ready": ready,
         "rebalancing": bool(app.rebalancing),
         "recovering": recovering,
         "assigned_partitions": assigned,
+        "posts_partitions": match_partitions,
         "rules_digest": rules.current.ruleset.digest[:12],
         "brands": len(rules.current.ruleset.brands),
     }

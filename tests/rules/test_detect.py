@@ -61,12 +61,17 @@ def test_late_and_duplicate_hits_are_not_counted() -> None:
     assert d.observe(s, hit(1, 50_000, "recall")) == "counted"
     d.advance(s, 100_000)
     assert d.observe(s, hit(2, 99_999, "recall")) == "late"
-    assert d.observe(s, hit(1, 50_000, "recall")) == "duplicate"
+    # a copy of a post whose window is already evaluated is late, like any old post
+    assert d.observe(s, hit(1, 50_000, "recall")) == "late"
     assert d.observe(s, hit(3, 100_000, "recall")) == "counted"
-    assert (s.counted, s.late, s.duplicates) == (2, 1, 1)
+    # a copy of a post in the open window is a duplicate
+    assert d.observe(s, hit(3, 100_000, "recall")) == "duplicate"
+    assert (s.counted, s.late, s.duplicates) == (2, 2, 1)
     events = d.advance(s, 200_000)
     assert _types(events) == [(OPENED, 110_000, "high")]
     assert events[0].data["window"]["count"] == 2
+    # ids of evaluated posts are forgotten: the dedup map stays small
+    assert s.dedup == {}
 
 
 def test_hits_in_any_order_before_the_first_boundary_are_counted() -> None:
