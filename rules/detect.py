@@ -426,6 +426,22 @@ class Detector:
             new.append(s.window_count(t - rp.window_ms, t) if s is not None else 0)
         return new
 
+    def current_figures(self, state: BrandState, rule_id: str) -> tuple[int, float] | None:
+        """``(window count, baseline level)`` of a rule at the last evaluated boundary.
+
+        For gauges; None before the first boundary or for an unknown rule.
+        """
+        plan = self._plans.get(state.brand)
+        end_ms = state.last_boundary_ms
+        if plan is None or end_ms is None:
+            return None
+        for rp in plan.rules:
+            if rp.rule.id == rule_id:
+                series = state.series.get(rp.series)
+                count = series.window_count(end_ms - rp.window_ms, end_ms) if series else 0
+                return count, _Window(state, rp, series, end_ms, count).level()
+        return None
+
     def open_incidents(self, state: BrandState) -> list[tuple[str, str]]:
         """``(rule_id, severity)`` of each open incident, by rule id."""
         return sorted((rule_id, inc.severity) for rule_id, inc in state.incidents.items())

@@ -295,10 +295,9 @@ class DetectStage:
                 counts[severity] = counts.get(severity, 0) + 1
             for severity in ("low", "medium", "high", "critical"):
                 self.metrics.open_incidents.labels(brand, severity).set(counts.get(severity, 0))
-            figures_of = getattr(detector, "current_figures", None)
             for rule in b.rules:
-                if isinstance(rule, VelocityRule) and figures_of is not None:
-                    figures = figures_of(st, rule.id)
+                if isinstance(rule, VelocityRule):
+                    figures = detector.current_figures(st, rule.id)
                     if figures is not None:
                         self.metrics.window_posts.labels(brand, rule.id).set(figures[0])
                         self.metrics.baseline_level.labels(brand, rule.id).set(figures[1])

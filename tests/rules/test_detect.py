@@ -221,3 +221,16 @@ def test_a_brand_removed_from_the_ruleset_is_ignored() -> None:
     s = d.new_state("acme")
     assert d.observe(s, hit(1, 1000, "recall")) == "ignored"
     assert d.advance(s, 100_000) == []
+
+
+def test_current_figures_report_the_last_window_and_baseline() -> None:
+    d = Detector(ruleset(velocity(warmup_ms=0)))
+    s = d.new_state("acme")
+    assert d.current_figures(s, "surge") is None  # nothing evaluated yet
+    for n in range(5):
+        d.observe(s, hit(n, n * 1000))
+    d.advance(s, 60_000)
+    count, level = d.current_figures(s, "surge") or (None, None)
+    assert count == 5
+    assert level == 1.0  # floored: no history yet
+    assert d.current_figures(s, "no-such-rule") is None
