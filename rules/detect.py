@@ -15,12 +15,10 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass
 from operator import ge
 from typing import Any
 
 from rules.alerts import AlertEvent, sample_object, window_figures
-from rules.baseline import SENSITIVITY_K, adaptive_threshold, adaptive_tiles, mean_level
 from rules.incidents import (
     ESCALATED,
     OPENED,
@@ -31,7 +29,8 @@ from rules.incidents import (
     incident_id,
     reached_severity,
 )
-from rules.model import Brand, BrandMatch, Hit, KeywordRule, Post, Rule, RuleSet
+from rules.model import BrandMatch, Hit, Post, RuleSet
+from rules.plan import MENTIONS, BrandPlan, RulePlan, WindowFigures, plan_brand
 from rules.post import format_rfc3339_ms
 from rules.state import BrandState, dump_state, load_state
 from rules.windows import (
@@ -40,9 +39,7 @@ from rules.windows import (
     TILE_MS,
     Sample,
     Series,
-    ceil_steps,
     floor_to,
-    range_sum,
     sample_of,
     sample_of_post,
 )
@@ -57,144 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KEYWORD_BASELINE_MS = DAY_MS
-"""Keyword rules have no baseline of their own; events report this one (24 h)."""
 DEDUP_PRUNE_EVERY_MS = 60_000
-MENTIONS = "mentions"
-
-
-@dataclass(frozen=True, slots=True)
-class RulePlan:
-    """One rule, with the figures the detector needs precomputed."""
-
-    rule: Rule
-    series: str
-    """The counted series: a keyword rule's own id, or a velocity rule's ``of``."""
-    window_ms: int
-    """Window rounded up to whole steps."""
-    baseline_ms: int
-    min_count: int
-    """At least 1: a window without hits never opens anything."""
-    min_authors: int
-    ratio: float | None
-    k: float | None
-    """Robust z-score for ``sensitivity`` rules."""
-    warmup_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class BrandPlan:
-    """All rules of one brand, ready to evaluate."""
-
-    brand: Brand
-    rules: tuple[RulePlan, ...]
-    series: frozenset[str]
-    adaptive_series: frozenset[str]
-    max_window_ms: int
-    max_baseline_ms: int
-    min_counts: tuple[int, ...]
-    """``min_count`` of each rule, in ``rules`` order."""
-
-
-def _plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
-    keyword_ids = {r.id for r in brand.rules if isinstance(r, KeywordRule)}
-    plans: list[RulePlan] = []
-    for rule in brand.rules:
-        window_ms = ceil_steps(rule.window_ms, step_ms)
-        if isinstance(rule, KeywordRule):
-            plans.append(
-                RulePlan(rule, rule.id, window_ms, KEYWORD_BASELINE_MS, max(1, rule.min_count),
-                         0, None, None, 0)
-            )  # fmt: skip
-            continue
-        if rule.of != MENTIONS and rule.of not in keyword_ids:
-            log.warning("brand %s rule %s: unknown series %r; rule ignored", brand.id, rule.id,
-                        rule.of)  # fmt: skip
-            continue
-        k = None
-        if rule.ratio is None:
-            k = SENSITIVITY_K[rule.sensitivity or "medium"]
-        plans.append(
-            RulePlan(rule, rule.of, window_ms, rule.baseline_ms, max(1, rule.min_count),
-                     rule.min_authors, rule.ratio, k, rule.effective_warmup_ms)
-        )  # fmt: skip
-    return BrandPlan(
-        brand=brand,
-        rules=tuple(plans),
-        series=frozenset({MENTIONS} | keyword_ids),
-        adaptive_series=frozenset(p.series for p in plans if p.k is not None),
-        max_window_ms=max((p.window_ms for p in plans), default=step_ms),
-        max_baseline_ms=max((p.baseline_ms for p in plans), default=KEYWORD_BASELINE_MS),
-        min_counts=tuple(p.min_count for p in plans),
-    )
-
-
-class _Window:
-    """Lazily computed figures of one rule's window ``[start_ms, end_ms)``."""
-
-    __slots__ = ("_authors", "_level", "_reach", "count", "end_ms", "rp", "series", "start_ms",
-                 "state")  # fmt: skip
-
-    def __init__(self, state: BrandState, rp: RulePlan, series: Series | None, end_ms: int,
-                 count: int) -> None:  # fmt: skip
-        self.state = state
-        self.rp = rp
-        self.series = series
-        self.end_ms = end_ms
-        self.start_ms = end_ms - rp.window_ms
-        self.count = count
-        self._level: float | None = None
-        self._authors: int | None = None
-        self._reach: int | None = None
-
-    def level(self) -> float:
-        """Baseline: mean count per window over the baseline period, floored at 1."""
-        if self._level is None:
-            anchor = floor_to(self.start_ms, HIST_MS)
-            first_hit = self.state.first_hit_ms
-            first = anchor if first_hit is None else floor_to(first_hit, HIST_MS)
-            span = min(self.rp.baseline_ms, anchor - first)
-            total = 0
-            if self.series is not None and span > 0:
-                key = (self.rp.series, "base", self.rp.baseline_ms)
-                total, cache = range_sum(self.series.hist, anchor - span, anchor, HIST_MS,
-                                         self.state.range_cache(key))  # fmt: skip
-                self.state.cache[key] = cache
-            self._level = mean_level(total, span, self.rp.window_ms)
-        return self._level
-
-    def ratio(self) -> float:
-        return self.count / self.level()
-
-    def authors(self) -> int:
-        if self._authors is None:
-            s = self.series
-            self._authors = s.window_authors(self.start_ms, self.end_ms) if s else 0
-        return self._authors
-
-    def reach(self) -> int:
-        if self._reach is None:
-            s = self.series
-            self._reach = s.window_reach(self.start_ms, self.end_ms) if s else 0
-        return self._reach
-
-    def adaptive_ok(self) -> bool:
-        """count >= the adaptive threshold (cached per ten-minute anchor)."""
-        rp, state = self.rp, self.state
-        assert rp.k is not None and state.first_hit_ms is not None
-        anchor = floor_to(self.start_ms, TILE_MS)
-        history_ms = self.end_ms - state.first_hit_ms
-        mode = history_ms >= 7 * DAY_MS
-        key = (rp.rule.id, "adaptive")
-        cached = state.cache.get(key)
-        if cached is None or cached[0] != (anchor, mode):
-            starts = adaptive_tiles(anchor, floor_to(state.first_hit_ms, TILE_MS), rp.baseline_ms,
-                                    history_ms)  # fmt: skip
-            tiles = self.series.tiles if self.series else {}
-            cached = ((anchor, mode), adaptive_threshold(tiles, starts, rp.window_ms, rp.k))
-            state.cache[key] = cached
-        result = cached[1]
-        return result is not None and self.count >= result[1]
 
 
 class Detector:
@@ -221,7 +81,7 @@ class Detector:
         self.lateness_ms = lateness_ms
         self.step_ms = step_ms
         self.dedup_horizon_ms = dedup_horizon_ms
-        self._plans = {b.id: _plan_brand(b, step_ms) for b in ruleset.brands}
+        self._plans = {b.id: plan_brand(b, step_ms) for b in ruleset.brands}
 
     def new_state(self, brand: str) -> BrandState:
         return BrandState(brand)
@@ -439,7 +299,7 @@ class Detector:
             if rp.rule.id == rule_id:
                 series = state.series.get(rp.series)
                 count = series.window_count(end_ms - rp.window_ms, end_ms) if series else 0
-                return count, _Window(state, rp, series, end_ms, count).level()
+                return count, WindowFigures(state, rp, series, end_ms, count).level()
         return None
 
     def open_incidents(self, state: BrandState) -> list[tuple[str, str]]:
@@ -481,7 +341,7 @@ class Detector:
             if inc is None and count < rp.min_count:
                 continue
             series = state.series.get(rp.series)
-            win = _Window(state, rp, series, t, count)
+            win = WindowFigures(state, rp, series, t, count)
             holds = self._holds(state, rp, win)
             if inc is None:
                 if holds:
@@ -505,7 +365,7 @@ class Detector:
         return events
 
     @staticmethod
-    def _holds(state: BrandState, rp: RulePlan, win: _Window) -> bool:
+    def _holds(state: BrandState, rp: RulePlan, win: WindowFigures) -> bool:
         if win.count < rp.min_count:
             return False
         if rp.rule.kind == "keyword":
@@ -521,13 +381,13 @@ class Detector:
         return not (rp.min_authors and win.authors() < rp.min_authors)
 
     @staticmethod
-    def _severity(rp: RulePlan, current: str, win: _Window) -> str:
+    def _severity(rp: RulePlan, current: str, win: WindowFigures) -> str:
         reached = reached_severity(rp.rule.severity, rp.rule.escalate, win.count, win.ratio,
                                    win.reach, win.authors)  # fmt: skip
         return higher(reached, current)
 
     def _event(
-        self, state: BrandState, rp: RulePlan, win: _Window, inc: Incident, event_type: str
+        self, state: BrandState, rp: RulePlan, win: WindowFigures, inc: Incident, event_type: str
     ) -> AlertEvent:
         rule = rp.rule
         s = win.series
