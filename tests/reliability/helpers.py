@@ -102,14 +102,25 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int = 4) -> dict[i
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+async def committed_offsets(bootstrap: str, group_prefix: str, topic: str) -> dict[int, int]:
+    """Offsets committed for ``topic`` by the consumer group(s) named ``<group_prefix>*``
+    (the worker's posts consumer group is an implementation detail: ``<app id>`` or
+    ``<app id>-match``)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    out: dict[int, int] = {}
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        groups = [g[0] for g in await admin.list_consumer_groups()]
+        for group in groups:
+            if not group.startswith(group_prefix):
+                continue
+            offsets = await admin.list_consumer_group_offsets(group)
+            for tp, meta in offsets.items():
+                if tp.topic == topic and meta.offset >= 0:
+                    out[tp.partition] = max(out.get(tp.partition, 0), meta.offset)
     finally:
         await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    return out
 
 
 def scan_for_secrets(texts: dict[str, str], secrets: list[str]) -> list[str]:
