@@ -340,6 +340,12 @@ def main() -> int:
     parser.add_argument("--brands", type=int, default=1000)
     parser.add_argument("--profile", type=Path, help="run the worker under cProfile into this file")
     parser.add_argument("--keep-log", type=Path, help="copy the worker's log to this file")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="posts/s for the latency phase (default: 70%% of the measured sustained rate)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     n_posts = min(args.posts, 30_000) if args.quick else args.posts
@@ -382,7 +388,13 @@ def main() -> int:
             asyncio.run(wait_caught_up(worker, 60))
             print(f"lag before the latency phase: {lag_by_topic(worker)}", file=sys.stderr)
             lat = asyncio.run(
-                measure_latency(bootstrap, prefix, 0.7 * tp.sustained, args.brands, duration_s)
+                measure_latency(
+                    bootstrap,
+                    prefix,
+                    args.latency_rate or 0.7 * tp.sustained,
+                    args.brands,
+                    duration_s,
+                )
             )
             print(f"lag after the latency phase: {lag_by_topic(worker)}", file=sys.stderr)
         except Exception:
