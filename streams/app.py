@@ -13,6 +13,7 @@ Two stages, both thin:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -223,7 +224,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
         @app.timer(settings.rules_reload_s)
         async def reload_rules() -> None:
-            rules.reload_if_changed()
+            # compiling a large rule set takes a second or more: off the event loop;
+            # the new set is swapped in by one reference assignment
+            await asyncio.to_thread(rules.reload_if_changed)
 
     @app.timer(5.0)
     async def consumer_lag() -> None:

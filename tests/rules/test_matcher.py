@@ -234,3 +234,28 @@ def test_matcher_agrees_with_reference(
     for parts in texts:
         p = post("".join(parts), lang=lang, followers=followers, handle="kim")
         assert fast.match(p) == slow.match(p)
+
+
+def test_terms_with_a_nul_byte_are_matched_exactly() -> None:
+    # Hyperscan takes NUL-terminated literals: such terms go to a separate automaton
+    assert one('"ab\x00cd"', "zz ab\x00cd yy")
+    assert not one('"ab\x00cd"', "zz abcd yy")
+    assert one("召回\x00x", "yy 召回\x00x")
+    assert not one("召回\x00x", "yy 召回x")
+
+
+def test_many_ascii_terms_switch_to_the_nfa_and_match_the_same() -> None:
+    import rules.matcher as matcher_module
+
+    words = [f"term{i:05d}longish" for i in range(20_000)]  # ~300 kB of ASCII terms
+    assert sum(map(len, words)) > matcher_module._DFA_MAX_PATTERN_BYTES
+    brands = tuple(
+        brand(f"b{i:03d}", " OR ".join(words[i * 100 : (i + 1) * 100]), {"r": "recall"})
+        for i in range(200)
+    )
+    m = Matcher(RuleSet(brands))
+    reference = ReferenceMatcher(RuleSet(brands))
+    for text in ("term00042longish recall", "x term19999longish", "term00042longishx", "none"):
+        assert m.match(post(text)) == reference.match(post(text))
+    assert m.match(post("term00042longish recall")) == [BrandMatch("b000", ("r",))]
+    assert m.match(post("x term19999longish")) == [BrandMatch("b199", ())]
