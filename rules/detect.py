@@ -55,6 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEDUP_PRUNE_EVERY_MS = 60_000
+PRUNE_STEPS_EVERY_MS = 60_000
+"""Step buckets older than the longest window are dropped this often (event time)."""
 
 
 class Detector:
@@ -239,7 +241,7 @@ class Detector:
             dedup = state.dedup
             for post_id in [p for p, ts in dedup.items() if ts < target]:
                 del dedup[post_id]
-        if prev is None or prev // TILE_MS != target // TILE_MS:
+        if prev is None or prev // PRUNE_STEPS_EVERY_MS != target // PRUNE_STEPS_EVERY_MS:
             self._prune(state, plan, prev, target)
         return events
 
@@ -419,15 +421,22 @@ class Detector:
         )
 
     def _prune(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, now_ms: int) -> None:
-        """Drop what no future window can read (pruning never changes a decision)."""
+        """Drop what no future window can read (pruning never changes a decision).
+
+        Step buckets (counts, authors, samples: the per-hit data) every minute of event
+        time, so they are held for about the longest window; baseline and adaptive
+        history only when a new ten-minute tile starts (their scans cost more).
+        """
+        step_before = now_ms - plan.max_window_ms
+        for series in state.series.values():
+            series.prune_steps(step_before)
+        # running sums may span pruned buckets: rebuild them on demand
+        state.cache.pop("run", None)
         if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
             return
-        step_before = now_ms - plan.max_window_ms
         hist_before = floor_to(step_before, HIST_MS) - plan.max_baseline_ms - HIST_MS
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
         for series in state.series.values():
-            series.prune(step_before, hist_before, tile_before)
-        # running sums may span pruned buckets: rebuild them on demand
-        state.cache.pop("run", None)
+            series.prune_history(hist_before, tile_before)
         for key in [k for k in state.cache if isinstance(k, tuple) and k[1] == "base"]:
             del state.cache[key]

@@ -213,6 +213,11 @@ class Series:
 
     def prune(self, step_before_ms: int, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop buckets that start before the given times."""
+        self.prune_steps(step_before_ms)
+        self.prune_history(hist_before_ms, tile_before_ms)
+
+    def prune_steps(self, step_before_ms: int) -> None:
+        """Drop step buckets (per-hit data) that start before ``step_before_ms``."""
         keys = self.keys
         if keys and keys[0] < step_before_ms:
             i = bisect_left(keys, step_before_ms)
@@ -221,6 +226,9 @@ class Series:
                 del counts[k]
                 del records[k]
             del keys[:i]
+
+    def prune_history(self, hist_before_ms: int, tile_before_ms: int) -> None:
+        """Drop baseline and adaptive history buckets older than the given times."""
         if self.hist and min(self.hist) < hist_before_ms:
             for k in [k for k in self.hist if k < hist_before_ms]:
                 del self.hist[k]

@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.05
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 8 * 1024**2,
+    "block_cache_size": 16 * 1024**2,
+    "block_cache_compressed_size": 4 * 1024**2,
+}
+"""RocksDB memory per table partition, bounded: faust's defaults (64 MB write buffers x 3 and a
+2 GB block cache per partition) let a worker's memory grow for a long time before it levels
+off. Brand states are small (kilobytes) and read mostly from the in-process cache."""
 
 
 class IdempotentProducer(AIOKafkaProducerDriver):
@@ -142,6 +152,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     dlq = raw_topic(settings.topic("posts.dlq"))
     table = app.Table(
         "brand_state",
+        options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
         key_type=bytes,
         value_type=bytes,
         partitions=n,
