@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.05
+STATE_FLUSH_S = 0.5
+"""Brand states are written back to the changelog-backed table at most this often."""
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 4 * 1024**2,
     "max_write_buffer_number": 2,
@@ -129,6 +131,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         autodiscover=False,
         table_cleanup_interval=3600.0,
         stream_wait_empty=False,
+        # a matches record holds a whole match batch of one partition: buffer few of them,
+        # so a detect stage that falls behind leaves the backlog in Kafka, not in memory
+        stream_buffer_maxsize=64,
         logging_config=None,
         loghandlers=[],
     )
@@ -169,6 +174,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         value = table.get(brand.encode())
         return bytes(value) if value is not None else None
 
+    unflushed = _Unflushed()
     detect_stage = DetectStage(rules, metrics, partitions=n, load=load_state, now_ms=_now_ms)
     sender = f"{settings.app_id}:{uuid.uuid4().hex[:8]}"
 
@@ -193,7 +199,13 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     @app.agent(matches, name="detect")  # type: ignore[arg-type]
     async def detect(stream: faust.Stream) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        # Brand states are written back to the table at most every STATE_FLUSH_S, and the
+        # events are acked only after the states they changed are written: the changelog
+        # always covers every committed offset (a restart replays the rest; repeated
+        # post ids are dropped), and a busy brand is serialised twice a second, not once
+        # per batch.
+        last_flush = time.monotonic()
+        async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
             records = [
                 Record(
                     e.message.topic,
@@ -220,12 +232,26 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                     ev.incident_id,
                 )
             for brand, index in out.dirty.items():
-                # the changelog partition is the current event's: use one of the brand's own
-                token = _current_event.set(weakref.ref(events[index]))
-                try:
-                    table[brand.encode()] = detect_stage.dump(brand)
-                finally:
-                    _current_event.reset(token)
+                unflushed.dirty[brand] = events[index]
+            unflushed.events.extend(events)
+            if time.monotonic() - last_flush >= STATE_FLUSH_S:
+                await flush_states(stream)
+                last_flush = time.monotonic()
+
+    async def flush_states(stream: faust.Stream) -> None:
+        for brand, event in unflushed.dirty.items():
+            if brand not in detect_stage.states:
+                continue
+            # the changelog partition is the current event's: use one of the brand's own
+            token = _current_event.set(weakref.ref(event))
+            try:
+                table[brand.encode()] = detect_stage.dump(brand)
+            finally:
+                _current_event.reset(token)
+        pending, unflushed.events = unflushed.events, []
+        unflushed.dirty.clear()
+        for event in pending:
+            await stream.ack(event)
 
     @app.timer(settings.tick_interval_s)
     async def tick_when_quiet() -> None:
@@ -252,10 +278,24 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
+        # unwritten states and their unacked events are dropped: the next owner replays
+        # those records from the committed offsets over the state in the changelog
+        unflushed.dirty.clear()
+        unflushed.events.clear()
         detect_stage.forget()
 
     install_views(app, metrics, rules, match_loop)
     return Worker(app, settings, metrics, rules, match_stage, detect_stage, match_loop)
+
+
+@dataclass
+class _Unflushed:
+    """Detect-stage changes not yet written to the table, and the events behind them."""
+
+    dirty: dict[str, Any] = field(default_factory=dict)
+    """brand -> an event of the brand's partition (its changelog partition)."""
+    events: list[Any] = field(default_factory=list)
+    """Events processed but not yet acked."""
 
 
 def _lag(app: faust.App, tp: Any) -> int | None:
