@@ -56,9 +56,6 @@ def test_the_schema_check_catches_a_bad_compose_file() -> None:
 
 # Mounted files that other parts of the project provide (checked all the same
 # once they exist; until then the test is an expected failure, not a pass).
-_WRITTEN_BY_OTHERS = {"./connectors.yaml": "the connectors' example config (issue 6)"}
-
-
 def _bind_mounts() -> list[tuple[str, str, str]]:
     """(service, host path, container path) for every bind mount."""
     mounts = []
@@ -80,8 +77,6 @@ def test_there_are_bind_mounts_to_check() -> None:
 @pytest.mark.parametrize(("service", "source", "target"), _bind_mounts(), ids=lambda v: str(v))
 def test_every_mounted_file_exists(service: str, source: str, target: str) -> None:
     path = (ROOT / source).resolve()
-    if not path.exists() and source in _WRITTEN_BY_OTHERS:
-        pytest.xfail(f"{source} is not there yet: {_WRITTEN_BY_OTHERS[source]}")
     assert path.exists(), f"docker-compose.yml: service {service} mounts {source}, which is missing"
     assert ROOT in path.parents, f"{service} mounts {source} from outside the repository"
 

@@ -6,8 +6,6 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
 from rules.detect import Detector, dump_state, load_state
 from rules.engine import Engine
 from rules.model import Brand, RuleSet
@@ -119,7 +117,6 @@ def test_a_thousand_quiet_brands_advance_over_a_day_quickly_and_resolve() -> Non
     assert elapsed < 10, f"took {elapsed:.1f} s"
 
 
-@pytest.mark.skipif(not (BRANDS / "acme.yaml").exists(), reason="example rules not present")
 def test_live_style_state_round_trips_decide_like_backtest() -> None:
     """The worker stores each brand's state between batches: same events as backtest."""
     from rules.loader import load_rules

@@ -11,9 +11,6 @@ import pytest
 from rules.scenario import generate
 
 BRANDS = Path(__file__).resolve().parents[2] / "brands"
-pytestmark = pytest.mark.skipif(
-    not (BRANDS / "acme.yaml").exists(), reason="example rules not present"
-)
 
 
 @pytest.fixture(scope="module")
