@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
-BATCH_WITHIN_S = 0.05
+BATCH_WITHIN_S = 0.01
 STATE_FLUSH_S = 0.5
 """Brand states are written back to the changelog-backed table at most this often."""
 ROCKSDB_OPTIONS = {
