@@ -28,21 +28,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from connectors.config import KINDS, ConnectorsConfig, SourceConfig, check_options, load_config
+from connectors.kafkalog import LastKafkaError
 from connectors.settings import ConfigError, KafkaSettings
 
 log = logging.getLogger(__name__)
-
-
-class _LastKafkaError(logging.Handler):
-    """Keeps the last ERROR aiokafka logged: its ``Unable to bootstrap`` hides the cause
-    (e.g. ``SaslAuthenticationFailed``), which this puts back on the one error line."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.message: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.message = record.getMessage().splitlines()[0][:300]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         resume=bool(args.resume) or bool(args.config),
     )
-    last_error = _LastKafkaError()
+    last_error = LastKafkaError()
     logging.getLogger("aiokafka").addHandler(last_error)
     try:
         return asyncio.run(app.main())

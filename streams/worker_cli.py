@@ -7,22 +7,11 @@ import asyncio
 import logging
 import sys
 
+from connectors.kafkalog import LastKafkaError
 from rules.errors import RuleError
 from streams.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
-
-
-class _LastKafkaError(logging.Handler):
-    """Keeps the last ERROR aiokafka logged: its ``Unable to bootstrap`` hides the cause
-    (e.g. ``SaslAuthenticationFailed``), which this puts back on the one error line."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.message: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.message = record.getMessage().splitlines()[0][:300]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"crisiswatch worker: the rules in {settings.rules_dir} are invalid", file=sys.stderr)
         return 2
-    last_error = _LastKafkaError()
+    last_error = LastKafkaError()
     logging.getLogger("aiokafka").addHandler(last_error)
     try:
         asyncio.run(ensure_topics(settings))
