@@ -80,23 +80,17 @@ class Worker:
 
 
 def _credentials(settings: Settings) -> Any:
+    """faust's form of the Kafka security settings."""
     sec = settings.security
     if sec.protocol == "PLAINTEXT":
         return None
-    ssl_context = None
-    if sec.protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        ssl_context = create_ssl_context(
-            cafile=sec.ssl_cafile, certfile=sec.ssl_certfile, keyfile=sec.ssl_keyfile
-        )
     if sec.protocol == "SSL":
-        return ssl_context
+        return sec.ssl_context()
     return faust.SASLCredentials(
         username=sec.sasl_username,
         password=sec.sasl_password.reveal() if sec.sasl_password else None,
         mechanism=sec.sasl_mechanism,
-        ssl_context=ssl_context,
+        ssl_context=sec.ssl_context(),
     )
 
 

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rules.errors import CrisiswatchError
 
@@ -60,15 +61,22 @@ class KafkaSecurity:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 
+    def ssl_context(self) -> Any:
+        """The client SSL context for SSL / SASL_SSL; None otherwise."""
+        if self.protocol not in ("SSL", "SASL_SSL"):
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(
+            cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+        )
+
     def aiokafka_kwargs(self) -> dict[str, object]:
         """Keyword arguments for aiokafka clients."""
         kwargs: dict[str, object] = {"security_protocol": self.protocol}
-        if self.protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            kwargs["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
-            )
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
         if self.protocol.startswith("SASL"):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
