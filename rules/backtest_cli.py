@@ -19,7 +19,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -27,6 +27,9 @@ from rules.errors import InvalidPost, RuleError
 from rules.incidents import ESCALATED, OPENED, RESOLVED
 from rules.model import RuleSet
 from rules.post import decode_post
+
+if TYPE_CHECKING:
+    from rules.engine import Engine
 
 SHOW_BAD_LINES = 20
 """Bad lines reported one by one; beyond that only counted."""
@@ -161,9 +164,14 @@ def _wants_progress(args: argparse.Namespace) -> bool:
 def _replay(
     ruleset: RuleSet, lateness_ms: int, stream: BinaryIO, out: IO[bytes], report: Reporter
 ) -> int:
-    from rules.engine import Engine
+    from rules.engine import Engine, batch_gc
 
     engine = Engine(ruleset, lateness_ms=lateness_ms)
+    with batch_gc():
+        return _run(engine, stream, out, report)
+
+
+def _run(engine: Engine, stream: BinaryIO, out: IO[bytes], report: Reporter) -> int:
     dumps = orjson.dumps
     write = out.write
     failed = False

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_left
 from collections.abc import Callable
-from operator import ge
+from operator import lt
 from typing import Any
 
 from rules.alerts import AlertEvent, sample_object, window_figures
@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 DEDUP_PRUNE_EVERY_MS = 60_000
 PRUNE_STEPS_EVERY_MS = 60_000
 """Step buckets older than the longest window are dropped this often (event time)."""
+
+
+def _adopted(state: BrandState, plan: BrandPlan) -> bool:
+    """``state`` has been brought in line with ``plan`` (see ``Detector._adopt``)."""
+    return state.cache.get("plan") is plan
 
 
 class Detector:
@@ -145,10 +150,74 @@ class Detector:
                 series = all_series[name] = Series()
             series.add(ts, step, name in adaptive, followers, author_key, post_id,
                        ingested_at_ms, source, make_sample)  # fmt: skip
+        quiet = state.cache.get("quiet")
+        if quiet is not None and quiet[0] == last and quiet[1] is plan:
+            totals, rules_of = quiet[2], plan.rules_of
+            for name in names:
+                for i in rules_of.get(name, ()):
+                    totals[i] += 1
         state.counted += 1
         return "counted"
 
     # ------------------------------------------------------------------- time
+
+    def hit_due_ms(self, state: BrandState, ts: int) -> int | None:
+        """After ``observe`` counted a hit created at ``ts``: the boundary where the brand
+        must next be advanced, or None when it need not be (see ``_quiet``).
+        """
+        step = self.step_ms
+        due = ts - ts % step + step
+        last = state.last_boundary_ms
+        if last is None:
+            return due
+        if last + step > due:
+            due = last + step
+        plan = self._plans.get(state.brand)
+        if plan is None or state.incidents:
+            return due
+        quiet = state.cache.get("quiet")
+        if quiet is not None and quiet[0] == last and quiet[1] is plan:
+            # the totals are current (_count keeps them): the common case, inlined
+            if ts < last + plan.max_window_ms and all(map(lt, quiet[2], plan.min_counts)):
+                return None
+            return due
+        if _adopted(state, plan) and self._quiet(state, plan, last):
+            return None
+        return due
+
+    def _quiet(self, state: BrandState, plan: BrandPlan, base: int, bounded: bool = True) -> bool:
+        """True when no boundary after ``base`` can open anything with the hits counted so far.
+
+        No incident is open and, for every rule, the hits of its series in buckets from
+        ``base - window`` on are fewer than its ``min_count``: a window ending at a later
+        boundary holds at most those (buckets before ``base`` it covers are in the
+        rule's window at ``base``), so no count can reach its minimum until more hits
+        come.  Such a brand need not be advanced; its late cut-off stays at ``base``.
+        ``bounded``: also require the newest hit within the longest window after
+        ``base``, so that a brand is advanced (and pruned) at least that often.
+        The totals are cached per ``base`` and kept current by ``_count``.
+        """
+        if state.incidents:
+            return False
+        mentions = state.series.get(MENTIONS)
+        if mentions is None or not mentions.keys:
+            return True
+        if bounded and mentions.keys[-1] >= base + plan.max_window_ms:
+            return False
+        quiet = state.cache.get("quiet")
+        if quiet is None or quiet[0] != base or quiet[1] is not plan:
+            totals = []
+            for rp in plan.rules:
+                s = state.series.get(rp.series)
+                if s is None:
+                    totals.append(0)
+                    continue
+                keys, got = s.keys, s.counts
+                totals.append(sum([got[k] for k in keys[bisect_left(keys, base - rp.window_ms) :]]))
+            state.cache["quiet"] = (base, plan, totals)
+        else:
+            totals = quiet[2]
+        return all(map(lt, totals, plan.min_counts))
 
     def next_due_ms(self, state: BrandState) -> int | None:
         """First boundary where ``advance`` would evaluate anything; None: none until a hit."""
@@ -158,19 +227,46 @@ class Detector:
         base = state.last_boundary_ms
         if base is None:
             base = floor_to(state.first_hit_ms, self.step_ms)
-        nxt = base + self.step_ms
         if state.incidents:
-            return nxt
-        mentions = state.series.get(MENTIONS)
-        keys = mentions.keys if mentions else []
-        if state.cache.get("below") == base and state.last_boundary_ms is not None:
-            # every count was below its minimum: only a bucket not yet counted can matter
-            i = bisect_left(keys, base)
-            return keys[i] + self.step_ms if i < len(keys) else None
-        if not keys:
+            return base + self.step_ms
+        if not _adopted(state, plan):
+            return base + self.step_ms  # advance adopts the plan
+        if state.last_boundary_ms is not None and self._quiet(state, plan, base):
             return None
-        newest = keys[-1]
-        return nxt if newest >= nxt - plan.max_window_ms else None
+        mentions = state.series.get(MENTIONS)
+        if mentions is None or not mentions.keys:
+            return None
+        # after the newest bucket's last window every window is empty
+        return self._next_candidate(state, plan, base, mentions.keys[-1] + plan.max_window_ms)
+
+    def _next_candidate(self, state: BrandState, plan: BrandPlan, lo: int, hi: int) -> int | None:
+        """The first boundary in ``(lo, hi]`` where some rule's window count reaches its
+        ``min_count``; None when there is none.
+
+        A window ending at a boundary in ``(a, b]`` lies in ``[a + step - window, b)``, so
+        when that span holds fewer hits than the minimum for every rule the whole range
+        is skipped; otherwise it is halved.  At one step the test is the exact count.
+        """
+        step = self.step_ms
+        checks = []
+        for rp in plan.rules:
+            s = state.series.get(rp.series)
+            if s is not None and s.keys:
+                checks.append((s, rp.window_ms - step, rp.min_count))
+        ranges = [(lo, hi)]
+        while ranges:
+            a, b = ranges.pop()
+            for s, reach, minimum in checks:
+                if s.window_count(a - reach, b) >= minimum:
+                    break
+            else:
+                continue  # no boundary in (a, b] can reach a minimum
+            if b - a <= step:
+                return b
+            mid = a + (b - a) // (2 * step) * step
+            ranges.append((mid, b))
+            ranges.append((a, mid))
+        return None
 
     def advance(self, state: BrandState, watermark_ms: int) -> list[AlertEvent]:
         """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
@@ -195,44 +291,24 @@ class Detector:
             last = floor_to(state.first_hit_ms, step)
         if target <= last:
             return []
-        mentions = state.series.get(MENTIONS)
-        keys: list[int] | None = None
         events: list[AlertEvent] = []
         prev = state.last_boundary_ms
-        # running window counts per rule, valid at boundary ``run_at`` (see _counts);
-        # ``below_at``: a boundary where no incident was open and every count was
-        # below its min_count -- until a new bucket enters, nothing can open.
+        # running window counts per rule, valid at boundary ``run_at`` (see _counts)
         run_at, counts = state.cache.get("run", (None, None))
-        below_at = state.cache.get("below")
         t = last + step
         while t <= target:
             if not state.incidents:
-                if keys is None:
-                    keys = mentions.keys if mentions else []
-                if below_at is not None and below_at == run_at:
-                    i = bisect_left(keys, below_at)  # first bucket not yet in a window
-                    if i == len(keys):
-                        break
-                    t = max(t, keys[i] + step)
-                else:
-                    i = bisect_left(keys, t - plan.max_window_ms)
-                    if i == len(keys):
-                        break
-                    if keys[i] >= t:  # nothing in any window: jump to the next hit
-                        t = keys[i] + step
-                if t > target:
+                # with no incident open only a boundary where a count reaches its minimum
+                # can change anything: jump to the first one (or past the target)
+                found = self._next_candidate(state, plan, t - step, target)
+                if found is None:
                     break
+                t = found
             counts = self._counts(state, plan, t, run_at, counts)
             run_at = t
-            below_at = t
-            if state.incidents or any(map(ge, counts, plan.min_counts)):
-                # (with no incident and every count below its minimum nothing can happen)
-                events.extend(self._evaluate(state, plan, t, counts))
-                if state.incidents or any(map(ge, counts, plan.min_counts)):
-                    below_at = None
+            events.extend(self._evaluate(state, plan, t, counts))
             state.last_boundary_ms = t
             t += step
-        state.cache["below"] = below_at
         state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
         if prev is None or prev // DEDUP_PRUNE_EVERY_MS != target // DEDUP_PRUNE_EVERY_MS:

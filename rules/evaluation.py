@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass
 
 from rules.alerts import AlertEvent
-from rules.engine import Engine
+from rules.engine import Engine, batch_gc
 from rules.incidents import OPENED
 from rules.model import RuleSet
 from rules.scenario import Injected, Scenario
@@ -45,9 +45,10 @@ class Score:
 def run_scenario(ruleset: RuleSet, scenario: Scenario) -> list[AlertEvent]:
     engine = Engine(ruleset)
     events: list[AlertEvent] = []
-    for post in scenario.posts:
-        events.extend(engine.process(post))
-    events.extend(engine.finish())
+    with batch_gc():
+        for post in scenario.posts:
+            events.extend(engine.process(post))
+        events.extend(engine.finish())
     return events
 
 

@@ -23,7 +23,7 @@ import hyperscan
 
 from rules.model import BrandMatch, KeywordRule, Post, RuleSet
 from rules.normalize import WORD_CHARS
-from rules.query import Term, needs_hit, parse
+from rules.query import Node, Term, iter_terms, needs_hit, parse
 from rules.query_eval import Predicate, QueryContext, compile_query, prepare_text
 
 # per automaton pattern: ((term id, start boundary, end boundary), ...)
@@ -152,6 +152,10 @@ class _TermFinder:
         return hits
 
 
+_CompiledRule = tuple[str, frozenset[int] | None, Predicate]
+"""``(rule id, gate, predicate)`` of a keyword rule (see ``Matcher._compile_rule``)."""
+
+
 class _CompiledBrand:
     __slots__ = ("exclude", "id", "languages", "mentions", "rules")
 
@@ -161,7 +165,7 @@ class _CompiledBrand:
         languages: frozenset[str],
         mentions: Predicate,
         exclude: Predicate | None,
-        rules: tuple[tuple[str, Predicate], ...],
+        rules: tuple[_CompiledRule, ...],
     ) -> None:
         self.id = brand_id
         self.languages = languages
@@ -197,7 +201,7 @@ class Matcher:
                 else None
             )
             rules = tuple(
-                (r.id, compile_query(parse(r.query), self._term_id))
+                self._compile_rule(r.id, parse(r.query))
                 for r in brand.rules
                 if isinstance(r, KeywordRule)
             )
@@ -214,8 +218,16 @@ class Matcher:
         self._always = frozenset(always)
         # A brand is a candidate only if one of its *mentions* terms hit (or it is in
         # _always): when needs_hit(mentions) its mentions query is false otherwise.
-        self._candidates_of = tuple(tuple(b) for b in self._mention_brands)
+        self._candidates_of = tuple(tuple(sorted(b)) for b in self._mention_brands)
         self._finder = self._build_finder()
+
+    def _compile_rule(self, rule_id: str, ast: Node) -> _CompiledRule:
+        """``(rule id, gate, predicate)``: when the query is false unless one of its terms
+        hit, ``gate`` holds their ids, so most posts skip the predicate with one set test.
+        """
+        pred = compile_query(ast, self._term_id)
+        gate = frozenset(self._term_id(t) for t in iter_terms(ast)) if needs_hit(ast) else None
+        return rule_id, gate, pred
 
     def _term_id(self, term: Term) -> int:
         key = term.key
@@ -249,22 +261,33 @@ class Matcher:
         """The brands ``post`` mentions, sorted by brand id, with the keyword rules it matches."""
         text = prepare_text(post.text)
         hits = set() if self._finder is None else self._finder.hits(text)
-        candidates: set[int] = set(self._always)
         candidates_of = self._candidates_of
-        for tid in hits:
-            candidates.update(candidates_of[tid])
-        if not candidates:
+        order: list[int] | tuple[int, ...]
+        if len(hits) == 1 and not self._always:
+            (tid,) = hits  # the common case: one term hit, its brands already sorted
+            order = candidates_of[tid]
+        else:
+            candidates: set[int] = set(self._always)
+            for tid in hits:
+                candidates.update(candidates_of[tid])
+            order = sorted(candidates)
+        if not order:
             return []
         ctx = QueryContext(post, text, hits)
         lang = ctx.primary_lang()
         out: list[BrandMatch] = []
-        for index in sorted(candidates):
-            brand = self._brands[index]
+        brands = self._brands
+        for index in order:
+            brand = brands[index]
             if lang is not None and brand.languages and lang not in brand.languages:
                 continue
             if not brand.mentions(ctx):
                 continue
             if brand.exclude is not None and brand.exclude(ctx):
                 continue
-            out.append(BrandMatch(brand.id, tuple(rid for rid, pred in brand.rules if pred(ctx))))
+            rule_ids: tuple[str, ...] = ()
+            for rid, gate, pred in brand.rules:
+                if (gate is None or not gate.isdisjoint(hits)) and pred(ctx):
+                    rule_ids += (rid,)
+            out.append(BrandMatch(brand.id, rule_ids))
         return out

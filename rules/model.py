@@ -34,7 +34,10 @@ def severity_rank(severity: str) -> int:
 # --------------------------------------------------------------------- posts
 
 
-@dataclass(frozen=True, slots=True)
+# Author and Post are not frozen: a frozen dataclass pays one object.__setattr__ per
+# field on construction (~2 us for a Post, a tenth of the backtest's budget per post,
+# BENCHMARKS.md). Treat them as immutable all the same: nothing assigns to their fields.
+@dataclass(slots=True)
 class Author:
     """Who wrote a post."""
 
@@ -46,7 +49,7 @@ class Author:
     """Follower count at ingest time (0 when unknown)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Post:
     """One social media post, as in the Post contract (contracts.md)."""
 
@@ -208,7 +211,7 @@ class RuleSet:
 # ------------------------------------------------------------------- matching
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, like Post: made once per post and brand
 class BrandMatch:
     """A post mentions ``brand``; ``rule_ids`` are the keyword rules it also matches."""
 

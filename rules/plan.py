@@ -9,7 +9,7 @@ at one boundary, each only when a decision needs it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rules.baseline import SENSITIVITY_K, adaptive_threshold, adaptive_tiles, mean_level
 from rules.model import Brand, KeywordRule, Rule
@@ -54,6 +54,8 @@ class BrandPlan:
     max_baseline_ms: int
     min_counts: tuple[int, ...]
     """``min_count`` of each rule, in ``rules`` order."""
+    rules_of: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, hash=False)
+    """series name -> the indexes (in ``rules``) of the rules that count it."""
 
 
 def plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
@@ -86,6 +88,10 @@ def plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
         max_window_ms=max((p.window_ms for p in plans), default=step_ms),
         max_baseline_ms=max((p.baseline_ms for p in plans), default=KEYWORD_BASELINE_MS),
         min_counts=tuple(p.min_count for p in plans),
+        rules_of={
+            name: tuple(i for i, p in enumerate(plans) if p.series == name)
+            for name in {p.series for p in plans}
+        },
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,24 +14,49 @@ MAX_POST_BYTES = 1_000_000
 """A post value larger than this is rejected (``too_large``)."""
 _REQUIRED = ("id", "source", "text", "created_at")
 _METRIC_KEYS = ("likes", "reposts", "replies", "views")
+_ZERO = timedelta(0)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_MINUTES: dict[str, int] = {}
+"""``YYYY-MM-DDTHH:MM`` -> ms since the epoch (UTC), for prefixes already parsed."""
+_MINUTES_MAX = 4096
 
 
 def parse_rfc3339_ms(value: str) -> int:
-    """RFC 3339 timestamp -> ms since the epoch; raises ValueError when malformed."""
-    if not value or len(value) > 40 or value[0] not in "0123456789":
+    """RFC 3339 timestamp -> ms since the epoch; raises ValueError when malformed.
+
+    The common UTC shapes ``...T10:00:03Z`` and ``...T10:00:03.120Z`` take a fast
+    path once their minute has been parsed the slow way (same result).
+    """
+    n = len(value)
+    if (n == 20 or (n == 24 and value[19] == ".")) and value[-1] == "Z" and value[16] == ":":
+        minute = _MINUTES.get(value[:16])
+        if minute is not None:
+            sec = value[17:19]
+            frac = value[20:23] if n == 24 else "0"
+            if sec.isascii() and sec.isdigit() and frac.isascii() and frac.isdigit():
+                seconds = int(sec)
+                if seconds < 60:
+                    return minute + seconds * 1000 + int(frac)
+    if not value or n > 40 or value[0] not in "0123456789":
         msg = f"not an RFC 3339 timestamp: {value[:40]!r}"
         raise ValueError(msg)
     dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
         msg = f"timestamp has no UTC offset: {value!r}"
         raise ValueError(msg)
-    return int(dt.timestamp() * 1000)
+    ms = (dt - _EPOCH) // _MS
+    if (n == 20 or n == 24) and value[-1] == "Z" and value[16] == ":" and dt.utcoffset() == _ZERO:
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[value[:16]] = ms - dt.second * 1000 - dt.microsecond // 1000
+    return ms
 
 
 def format_rfc3339_ms(ts_ms: int) -> str:
     """ms since the epoch -> ``2026-11-27T10:00:03.120Z`` (ms only when non-zero)."""
-    from datetime import UTC
-
     dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
     if ts_ms % 1000:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
@@ -67,6 +92,8 @@ def post_from_dict(obj: Any) -> Post:
         msg = "not_an_object"
         raise InvalidPost(msg, f"a post must be a JSON object; got {type(obj).__name__}")
     for key in _REQUIRED:
+        if type(obj.get(key)) is str:
+            continue
         if key not in obj or obj[key] is None:
             msg = f"missing_field:{key}"
             raise InvalidPost(msg, f"required field '{key}' is missing")
@@ -85,8 +112,10 @@ def post_from_dict(obj: Any) -> Post:
         msg = "bad_timestamp:created_at"
         raise InvalidPost(msg, str(exc)) from None
     ingested_ms = None
-    ingested = _opt_str(obj, "ingested_at")
+    ingested = obj.get("ingested_at")
     if ingested is not None:
+        if not isinstance(ingested, str):
+            _opt_str(obj, "ingested_at")  # raises the wrong_type error
         try:
             ingested_ms = parse_rfc3339_ms(ingested)
         except ValueError as exc:
@@ -102,12 +131,18 @@ def post_from_dict(obj: Any) -> Post:
                 msg,
                 f"field 'author' must be an object; got {type(raw_author).__name__}",
             )
+        author_id = raw_author.get("id")
+        if author_id is not None and type(author_id) is not str:
+            author_id = _author_id(author_id)
+        handle = raw_author.get("handle")
+        if handle is not None and not isinstance(handle, str):
+            _opt_str(raw_author, "handle", "author.")  # raises
         followers = raw_author.get("followers")
-        author = Author(
-            id=_author_id(raw_author.get("id")),
-            handle=_opt_str(raw_author, "handle", "author."),
-            followers=0 if followers is None else max(0, _int(followers, "author.followers")),
-        )
+        if followers is None:
+            followers = 0
+        elif type(followers) is not int or not -(2**63) <= followers < 2**63:
+            followers = _int(followers, "author.followers")  # raises, or a subclass of int
+        author = Author(id=author_id, handle=handle, followers=max(0, followers))
     metrics: dict[str, int] = {}
     raw_metrics = obj.get("metrics")
     if raw_metrics is not None:
@@ -124,17 +159,26 @@ def post_from_dict(obj: Any) -> Post:
     if extra is not None and not isinstance(extra, dict):
         msg = "wrong_type:extra"
         raise InvalidPost(msg, f"field 'extra' must be an object; got {type(extra).__name__}")
+    lang = obj.get("lang")
+    if lang is not None and not isinstance(lang, str):
+        _opt_str(obj, "lang")  # raises the wrong_type error
+    url = obj.get("url")
+    if url is not None and not isinstance(url, str):
+        _opt_str(obj, "url")
+    reply_to = obj.get("reply_to")
+    if reply_to is not None and not isinstance(reply_to, str):
+        _opt_str(obj, "reply_to")
     return Post(
         id=obj["id"],
         source=obj["source"],
         text=obj["text"],
         created_at_ms=created_ms,
         created_at=obj["created_at"],
-        lang=_opt_str(obj, "lang"),
-        url=_opt_str(obj, "url"),
+        lang=lang,
+        url=url,
         author=author,
         metrics=metrics,
-        reply_to=_opt_str(obj, "reply_to"),
+        reply_to=reply_to,
         ingested_at_ms=ingested_ms,
         extra=extra,
     )

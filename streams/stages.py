@@ -240,14 +240,12 @@ class DetectStage:
         if hit.brand not in self._brand_ids:
             return  # brand removed by a rule reload since the hit was made
         detector = self.rules.current.detector
-        step_ms = detector.step_ms
         st = self.state(hit.brand)
         result = detector.observe(st, hit)
         if result == "counted":
-            due = floor_to(hit.created_at_ms, step_ms) + step_ms
-            if st.last_boundary_ms is not None:
-                due = max(due, st.last_boundary_ms + step_ms)
-            self._schedule(partition, hit.brand, due)
+            due = detector.hit_due_ms(st, hit.created_at_ms)
+            if due is not None:
+                self._schedule(partition, hit.brand, due)
         elif result == "late":
             self.metrics.late_hits.labels(hit.brand).inc()
         elif result == "duplicate":

@@ -234,3 +234,55 @@ def test_current_figures_report_the_last_window_and_baseline() -> None:
     assert count == 5
     assert level == 1.0  # floored: no history yet
     assert d.current_figures(s, "no-such-rule") is None
+
+
+def test_a_hit_that_cannot_reach_any_minimum_needs_no_advance() -> None:
+    """hit_due_ms: None while every rule's hits since (last boundary - window) stay below
+    its min_count; a boundary once one could reach it; and at least once per window."""
+    d = Detector(ruleset(keyword(min_count=3, window_ms=5 * MIN)))
+    s = d.new_state("acme")
+    assert d.observe(s, hit(1, 5_000, "recall")) == "counted"
+    assert d.hit_due_ms(s, 5_000) == 10_000  # before the first evaluation: always due
+    d.advance(s, 60_000)
+    assert d.observe(s, hit(2, 61_000, "recall")) == "counted"
+    assert d.hit_due_ms(s, 61_000) is None  # 2 recall hits in [60 s - 5 min, ...): < 3
+    assert d.next_due_ms(s) is None
+    assert d.observe(s, hit(3, 62_000, "recall")) == "counted"
+    assert d.hit_due_ms(s, 62_000) == 70_000  # 3 hits could share a window
+    assert d.next_due_ms(s) == 70_000  # and they do: [10 s, 70 s) holds all three
+    assert [e.type for e in d.advance(s, 70_000)] == [OPENED]
+    # a mention only (no recall hit), far ahead: no rule can open, but the brand is
+    # advanced (and pruned) at least once per longest window
+    q = d.new_state("acme")
+    d.observe(q, hit(1, 5_000))
+    d.advance(q, 60_000)
+    assert d.observe(q, hit(2, 100_000)) == "counted"
+    assert d.hit_due_ms(q, 100_000) is None
+    assert d.observe(q, hit(3, 60_000 + 5 * MIN)) == "counted"
+    assert d.hit_due_ms(q, 60_000 + 5 * MIN) == 60_000 + 5 * MIN + 10_000
+
+
+def test_spread_out_hits_over_the_minimum_are_skipped_when_no_window_holds_enough() -> None:
+    """next_due_ms finds the first boundary where a count reaches its minimum, or None."""
+    d = Detector(ruleset(keyword(min_count=3, window_ms=MIN)))
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 0, "recall"))
+    d.advance(s, 10_000)
+    for n, ts in enumerate((100_000, 200_000, 300_000, 400_000), start=1):
+        d.observe(s, hit(n, ts, "recall"))  # 4 recall hits, never 3 in one minute
+    assert d.next_due_ms(s) is None
+    assert d.advance(s, 600_000) == []
+    assert s.last_boundary_ms == 600_000
+    d.observe(s, hit(5, 610_000, "recall"))
+    d.observe(s, hit(6, 640_000, "recall"))
+    d.observe(s, hit(7, 655_000, "recall"))
+    assert d.next_due_ms(s) == 660_000
+    assert [(e.type, e.time_ms) for e in d.advance(s, 700_000)] == [(OPENED, 660_000)]
+    # the oldest bucket counts: three hits spanning exactly one window
+    t = d.new_state("acme")
+    d.observe(t, hit(0, 0))
+    d.advance(t, 10_000)
+    for n, ts in enumerate((700_000, 730_000, 759_000), start=1):
+        d.observe(t, hit(n, ts, "recall"))
+    assert d.next_due_ms(t) == 760_000
+    assert [(e.type, e.time_ms) for e in d.advance(t, 900_000)] == [(OPENED, 760_000)]

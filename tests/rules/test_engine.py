@@ -135,3 +135,28 @@ def test_live_style_state_round_trips_decide_like_backtest() -> None:
     a += plain.finish()
     b += tripped.finish()
     assert a and [e.to_cloudevent() for e in a] == [e.to_cloudevent() for e in b]
+
+
+def test_skipping_brands_that_cannot_open_decides_like_advancing_every_brand_every_post() -> None:
+    """The Engine advances a brand only when a count could reach its minimum (or an
+    incident is open); a driver that advances every brand after every post agrees."""
+    for seed in (11, 12, 13):
+        posts = _stream(seed, 4000)
+        d = Detector(RULES)
+        matcher = WordMatcher(RULES)
+        states = {b.id: d.new_state(b.id) for b in RULES.brands}
+        eager: dict[str, tuple[int, dict]] = {}  # event id -> (index of the post, event)
+        for i, p in enumerate(posts):
+            for m in matcher.match(p):
+                assert d.observe_post(states[m.brand], p, m) == "counted"
+            for brand in sorted(states):
+                for e in d.advance(states[brand], p.created_at_ms - 60_000):
+                    eager[e.id] = (i, e.to_cloudevent())
+        engine = Engine(RULES, matcher=WordMatcher(RULES))
+        lazy: dict[str, tuple[int, dict]] = {}
+        for i, p in enumerate(posts):
+            for e in engine.process(p):
+                lazy[e.id] = (i, e.to_cloudevent())
+        # the same events, each emitted by the same post (as soon as the watermark allows)
+        assert len(lazy) > 4
+        assert lazy == eager
