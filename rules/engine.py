@@ -122,10 +122,12 @@ class Engine:
                 result = detector.observe_post(state, post, match)
                 if result == "counted":
                     stats.hits += 1
+                    current = due_of.get(brand)
+                    if current is not None and current <= ts - ts % step + step:
+                        continue  # already due no later than this hit could make it
                     due = hit_due(state, ts)
                     if due is None:
                         continue
-                    current = due_of.get(brand)
                     if current is None or due < current:
                         due_of[brand] = due
                         heapq.heappush(self._heap, (due, brand))

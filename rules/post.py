@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -86,14 +86,9 @@ def _int(value: Any, name: str) -> int:
     return value
 
 
-def post_from_dict(obj: Any) -> Post:
-    """Validate a decoded JSON value as a Post; raises InvalidPost."""
-    if not isinstance(obj, dict):
-        msg = "not_an_object"
-        raise InvalidPost(msg, f"a post must be a JSON object; got {type(obj).__name__}")
+def _check_required(obj: dict[str, Any]) -> None:
+    """Raise for the first required field that is missing or not a string."""
     for key in _REQUIRED:
-        if type(obj.get(key)) is str:
-            continue
         if key not in obj or obj[key] is None:
             msg = f"missing_field:{key}"
             raise InvalidPost(msg, f"required field '{key}' is missing")
@@ -103,16 +98,32 @@ def post_from_dict(obj: Any) -> Post:
                 msg,
                 f"field '{key}' must be a string; got {type(obj[key]).__name__}",
             )
-    if not obj["id"]:
+
+
+def post_from_dict(obj: Any) -> Post:
+    """Validate a decoded JSON value as a Post; raises InvalidPost."""
+    if not isinstance(obj, dict):
+        msg = "not_an_object"
+        raise InvalidPost(msg, f"a post must be a JSON object; got {type(obj).__name__}")
+    get = obj.get
+    # checked just below (cast: mypy cannot narrow through the chained type tests)
+    post_id, source = cast(str, get("id")), cast(str, get("source"))
+    text, created_at = cast(str, get("text")), cast(str, get("created_at"))
+    if not (
+        type(post_id) is str and type(source) is str and type(text) is str
+        and type(created_at) is str
+    ):  # fmt: skip
+        _check_required(obj)  # raises, unless they are subclasses of str
+    if not post_id:
         msg = "empty_field:id"
         raise InvalidPost(msg, "field 'id' must not be empty")
     try:
-        created_ms = parse_rfc3339_ms(obj["created_at"])
+        created_ms = parse_rfc3339_ms(created_at)
     except ValueError as exc:
         msg = "bad_timestamp:created_at"
         raise InvalidPost(msg, str(exc)) from None
     ingested_ms = None
-    ingested = obj.get("ingested_at")
+    ingested = get("ingested_at")
     if ingested is not None:
         if not isinstance(ingested, str):
             _opt_str(obj, "ingested_at")  # raises the wrong_type error
@@ -123,7 +134,7 @@ def post_from_dict(obj: Any) -> Post:
             raise InvalidPost(msg, str(exc)) from None
 
     author = None
-    raw_author = obj.get("author")
+    raw_author = get("author")
     if raw_author is not None:
         if not isinstance(raw_author, dict):
             msg = "wrong_type:author"
@@ -144,7 +155,7 @@ def post_from_dict(obj: Any) -> Post:
             followers = _int(followers, "author.followers")  # raises, or a subclass of int
         author = Author(id=author_id, handle=handle, followers=max(0, followers))
     metrics: dict[str, int] = {}
-    raw_metrics = obj.get("metrics")
+    raw_metrics = get("metrics")
     if raw_metrics is not None:
         if not isinstance(raw_metrics, dict):
             msg = "wrong_type:metrics"
@@ -155,25 +166,25 @@ def post_from_dict(obj: Any) -> Post:
         for key in _METRIC_KEYS:
             if raw_metrics.get(key) is not None:
                 metrics[key] = _int(raw_metrics[key], f"metrics.{key}")
-    extra = obj.get("extra")
+    extra = get("extra")
     if extra is not None and not isinstance(extra, dict):
         msg = "wrong_type:extra"
         raise InvalidPost(msg, f"field 'extra' must be an object; got {type(extra).__name__}")
-    lang = obj.get("lang")
+    lang = get("lang")
     if lang is not None and not isinstance(lang, str):
         _opt_str(obj, "lang")  # raises the wrong_type error
-    url = obj.get("url")
+    url = get("url")
     if url is not None and not isinstance(url, str):
         _opt_str(obj, "url")
-    reply_to = obj.get("reply_to")
+    reply_to = get("reply_to")
     if reply_to is not None and not isinstance(reply_to, str):
         _opt_str(obj, "reply_to")
     return Post(
-        id=obj["id"],
-        source=obj["source"],
-        text=obj["text"],
+        id=post_id,
+        source=source,
+        text=text,
         created_at_ms=created_ms,
-        created_at=obj["created_at"],
+        created_at=created_at,
         lang=lang,
         url=url,
         author=author,
