@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from connectors.kafkalog import LastKafkaError
@@ -67,5 +68,16 @@ def run(args: argparse.Namespace) -> int:
         len(worker.rules.current.ruleset.brands),
         settings.web_port,
     )
+    trace_path = os.environ.get("CRISISWATCH_MEMTRACE")
+    if trace_path:
+        from streams.memtrace import start, worker_probe
+
+        interval_s = float(os.environ.get("CRISISWATCH_MEMTRACE_S", "30"))
+        start(
+            trace_path,
+            interval_s,
+            probe=lambda: worker_probe(worker),
+            trace_python=os.environ.get("CRISISWATCH_MEMTRACE_PY", "1") != "0",
+        )
     w.execute_from_commandline()
     return 0
