@@ -54,6 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_MENTIONS_ONLY = (MENTIONS,)
 DEDUP_PRUNE_EVERY_MS = 60_000
 PRUNE_STEPS_EVERY_MS = 60_000
 """Step buckets older than the longest window are dropped this often (event time)."""
@@ -141,8 +142,9 @@ class Detector:
         step = self.step_ms
         adaptive = plan.adaptive_series
         all_series = state.series
-        names = (MENTIONS, *rule_ids) if rule_ids else (MENTIONS,)
-        for name in names:
+        quiet = state.cache.get("quiet")
+        totals = quiet[2] if quiet is not None and quiet[0] == last and quiet[1] is plan else None
+        for name in (MENTIONS, *rule_ids) if rule_ids else _MENTIONS_ONLY:
             if name not in plan.series:
                 continue
             series = all_series.get(name)
@@ -150,11 +152,8 @@ class Detector:
                 series = all_series[name] = Series()
             series.add(ts, step, name in adaptive, followers, author_key, post_id,
                        ingested_at_ms, source, make_sample)  # fmt: skip
-        quiet = state.cache.get("quiet")
-        if quiet is not None and quiet[0] == last and quiet[1] is plan:
-            totals, rules_of = quiet[2], plan.rules_of
-            for name in names:
-                for i in rules_of.get(name, ()):
+            if totals is not None:  # keep _quiet's totals current
+                for i in plan.rules_of.get(name, ()):
                     totals[i] += 1
         state.counted += 1
         return "counted"

@@ -229,12 +229,15 @@ class Series:
 
     def prune_history(self, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop baseline and adaptive history buckets older than the given times."""
-        if self.hist and min(self.hist) < hist_before_ms:
-            for k in [k for k in self.hist if k < hist_before_ms]:
-                del self.hist[k]
-        if self.tiles and min(self.tiles) < tile_before_ms:
-            for k in [k for k in self.tiles if k < tile_before_ms]:
-                del self.tiles[k]
+        # buckets are created nearly in time order, so the oldest inserted is a cheap
+        # trigger: a bucket it misses is dropped by a later prune (none is ever read)
+        hist, tiles = self.hist, self.tiles
+        if hist and next(iter(hist)) < hist_before_ms:
+            for k in [k for k in hist if k < hist_before_ms]:
+                del hist[k]
+        if tiles and next(iter(tiles)) < tile_before_ms:
+            for k in [k for k in tiles if k < tile_before_ms]:
+                del tiles[k]
 
     def window_keys(self, lo_ms: int, hi_ms: int) -> list[int]:
         """Bucket starts in ``[lo_ms, hi_ms)``, ascending."""
