@@ -14,6 +14,7 @@ Two stages, both thin:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -191,6 +192,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     async def run_match_loop() -> None:
         await match_loop.run()
 
+    @app.task
+    async def freeze_heap() -> None:
+        freeze_long_lived()
+
     @app.agent(matches, name="detect")  # type: ignore[arg-type]
     async def detect(stream: faust.Stream) -> None:
         # Brand states are written back to the table at most every STATE_FLUSH_S, and the
@@ -257,7 +262,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         async def reload_rules() -> None:
             # compiling a large rule set takes a second or more: off the event loop;
             # the new set is swapped in by one reference assignment
-            await asyncio.to_thread(rules.reload_if_changed)
+            if await asyncio.to_thread(rules.reload_if_changed):
+                # the previous rule set was frozen: collect it, freeze the new one
+                gc.unfreeze()
+                freeze_long_lived()
 
     @app.timer(5.0)
     async def consumer_lag() -> None:
@@ -280,6 +288,21 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     install_views(app, metrics, rules, match_loop)
     return Worker(app, settings, metrics, rules, match_stage, detect_stage, match_loop)
+
+
+def freeze_long_lived() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach.
+
+    Run once the worker has started: the compiled rules, the matcher and faust's
+    own objects live as long as the process, and each full (generation 2)
+    collection scanned them all, a pause of 80-155 ms on the event loop every
+    few seconds that every alert in flight waited out.  Frozen objects are still
+    freed by reference counting; only cycles among them are never collected,
+    so a rule reload unfreezes, collects (the old rule set, one full pause) and
+    freezes again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
