@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -51,6 +51,7 @@ from worker_load import (  # noqa: E402
     LatencyRun,
     collect_alerts,
     crossing_ms,
+    hops_ms,
     percentile,
     preload,
     produce_at_rate,
@@ -64,14 +65,18 @@ from tests.kafkautil import create_topics  # noqa: E402
 
 SECTION = "## Worker through Kafka (issue 5)"
 NOTES = """\
-Two latency phases: at 70% of the sustained rate the benchmark's own producer (JSON from
-Python), the broker and the worker share the 2 cores, so the worker gets less CPU than in the
-throughput phase and may fall behind; its latency is then backlog, not pipeline latency (the
-consumer lag after the phase, printed on stderr, tells). The fixed low-load phase measures the
-pipeline itself. The path has four hops, each a Kafka round trip plus scheduling: post -> match
-loop (aiokafka fetch) -> one record per matches partition (produce, acks=all) -> detect agent
-(faust fetch, then `take_events` batching up to 50 ms) -> alert (produce) -> consumer. On a
-shared machine run-to-run spread is large; the per-CPU-second throughput is the steadier figure.
+The latency phases' load generator prepares post bodies, keys and partitions before the clock
+starts and sends, every 5 ms, the posts due as one batch per partition (acks=all), so at 70%
+of the sustained rate it takes little of the 2 shared cores from the broker and the worker.
+If the worker still falls behind, its latency is backlog, not pipeline latency: the consumer
+lag after the phase (posts and matches records not yet read) tells.  The path has four hops,
+each a Kafka round trip plus scheduling: post -> match loop (aiokafka fetch) -> one record per
+matches partition (produce, acks=all) -> detect agent (faust fetch, `take_events` batching up
+to 10 ms) -> alert (produce) -> consumer.  The hop rows split each traceable alert with the
+timestamps Kafka and the worker already record (the benchmark also reads `matches`): post sent
+-> the match loop's watermark tick that let the boundary through (matched) -> that matches
+record's CreateTime (sent) -> the alert's CreateTime -> received here.  On a shared machine
+run-to-run spread is large; the per-CPU-second throughput is the steadier figure.
 
 How the worker got from 1,044 to over 20,000 posts/s on this benchmark: (1) the detect stage
 advances only brands that are due (as `rules.engine.Engine`), not every stored brand on each
@@ -79,9 +84,7 @@ tick; (2) posts are read by a plain aiokafka consumer (`streams/matchloop.py`) i
 faust stream, whose per-message machinery cost more than matching itself; (3) each match batch
 becomes ONE record per matches partition (its hits, then the watermark tick) instead of one
 record per hit; (4) the detector forgets the ids of posts whose window is already evaluated (a
-copy of one is late anyway), so a busy brand's state stays small and cheap to write back.
-Next steps for latency: a dedicated core per process, a shorter detect batching window once
-state writes are cheaper, and writing brand state back once per commit interval."""
+copy of one is late anyway), so a busy brand's state stays small and cheap to write back."""
 
 
 def machine() -> str:
@@ -196,6 +199,10 @@ class Latency:
     alerts: int
     by_type: dict[str, int]
     samples_ms: list[float]
+    hops: list[tuple[int, int, int, int]]
+    """Per counted alert, where traceable: see ``worker_load.hops_ms``."""
+    lag_after: dict[str, float] = field(default_factory=dict)
+    """Consumer lag by topic right after the phase (the worker's gauge, refreshed every 5 s)."""
 
 
 async def measure_latency(
@@ -204,7 +211,9 @@ async def measure_latency(
     run = LatencyRun(rate)
     stop = asyncio.Event()
     stop.set()
-    collector = asyncio.create_task(collect_alerts(bootstrap, f"{prefix}.alerts", run, stop))
+    collector = asyncio.create_task(
+        collect_alerts(bootstrap, f"{prefix}.alerts", run, stop, f"{prefix}.matches")
+    )
     while stop.is_set():  # cleared once the collector sits at the end of the alerts topic
         if collector.done():
             await collector
@@ -220,8 +229,9 @@ async def measure_latency(
     print(f"latency phase: {len(run.alerts)} alerts received", file=sys.stderr)
     counted_from = started_ms + int(WARMUP_S * 1000)
     samples = []
+    hops = []
     by_type: dict[str, int] = {}
-    for received, boundary, kind in run.alerts:
+    for index, (received, boundary, kind) in enumerate(run.alerts):
         if boundary < counted_from:
             continue  # warm-up, or a late event of the throughput phase
         crossed = crossing_ms(run, boundary)
@@ -229,7 +239,32 @@ async def measure_latency(
             continue
         by_type[kind] = by_type.get(kind, 0) + 1
         samples.append(float(received - crossed))
-    return Latency(rate, achieved, run.sent, run.alarms, len(run.alerts), by_type, samples)
+        split = hops_ms(run, index)
+        if split is not None:
+            hops.append(split)
+    lat = Latency(rate, achieved, run.sent, run.alarms, len(run.alerts), by_type, samples, hops)
+    print(f"latency phase at {rate:,.0f} posts/s, hops: {hop_summary(lat)}", file=sys.stderr)
+    return lat
+
+
+HOPS = ("post->matched", "matched->matches sent", "matches sent->alert sent", "alert->received")
+
+
+def hop_summary(lat: Latency) -> str:
+    """p50 / p99 of each hop, and of the whole, over the traceable alerts."""
+    if not lat.hops:
+        return "no traceable alerts"
+    parts = []
+    for i, name in enumerate(HOPS):
+        values = [float(h[i]) for h in lat.hops]
+        parts.append(f"{name} {percentile(values, 0.5):.0f}/{percentile(values, 0.99):.0f}")
+    return f"{', '.join(parts)} ms ({len(lat.hops)} alerts)"
+
+
+def lag_text(lag: dict[str, float]) -> str:
+    """Posts and matches records not yet read (the changelog's own reader is left out)."""
+    keep = {t.rsplit(".", 1)[-1]: v for t, v in lag.items() if not t.endswith("changelog")}
+    return ", ".join(f"{t} {v:,.0f}" for t, v in sorted(keep.items())) or "not reported"
 
 
 async def wait_caught_up(worker: WorkerProcess, timeout_s: float) -> None:
@@ -309,6 +344,8 @@ def report(
             f"{p50:.0f} / {p90:.0f} / {p99:.0f} ms ({len(ms):,} alerts: {types})",
             f"p99 < 100 ms: {met_lat}",
         ),
+        ("hops at 70%, p50/p99 each", hop_summary(lat), ""),
+        ("consumer lag right after the 70% phase", lag_text(lat.lag_after), ""),
     ]
     if low is not None:
         l50, l90, l99 = _percentiles(low)
@@ -323,6 +360,7 @@ def report(
                 f"{l50:.0f} / {l90:.0f} / {l99:.0f} ms ({len(low.samples_ms):,} alerts)",
                 f"p99 < 100 ms: {'met' if low.samples_ms and l99 < 100 else 'NOT met'}",
             ),
+            ("hops at low load, p50/p99 each", hop_summary(low), ""),
         ]
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     command = "bench/bench_worker.py" + (" --quick" if args.quick else "")
@@ -430,7 +468,8 @@ def main() -> int:
                     duration_s,
                 )
             )
-            print(f"lag after the latency phase: {lag_by_topic(worker)}", file=sys.stderr)
+            lat.lag_after = lag_by_topic(worker)
+            print(f"lag after the latency phase: {lat.lag_after}", file=sys.stderr)
         except Exception:
             print(f"worker log (last lines):\n{worker.tail()}", file=sys.stderr)
             raise

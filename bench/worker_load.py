@@ -11,12 +11,15 @@ import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 from bench_backtest import BRAND_YAML
 
 from rules.post import format_rfc3339_ms, parse_rfc3339_ms
+from rules.watermark import PartitionReport, WatermarkMerger
 from streams.stages import partition_for
 
 ALARM_RULE = """\
@@ -123,54 +126,110 @@ class LatencyRun:
     )
     alerts: list[tuple[int, int, str]] = field(default_factory=list)
     """(received wall ms, boundary T ms, event type)."""
+    alert_hops: list[tuple[int, int, str]] = field(default_factory=list)
+    """(alert record's CreateTime ms, boundary T ms, brand), in the order of ``alerts``."""
+    matches: dict[int, list[tuple[int, int, int, int]]] = field(default_factory=dict)
+    """matches partition -> (watermark after the record, tick sent ms, record CreateTime ms,
+    received ms) in offset order: read when ``collect_alerts`` is given the matches topic."""
+
+
+POOL = 20_000
+"""Distinct post bodies the paced producer cycles through (ids stay unique)."""
+TICK_S = 0.005
+
+
+def _body_pool(rng: random.Random, n_brands: int) -> list[tuple[bytes, bytes, bytes]]:
+    """Post JSON after the id, cut at the two times (created_at, ingested_at), so a post is
+    one byte join at send time instead of building and dumping a dict."""
+    pool = []
+    marker = "\x00T\x00"
+    for _ in range(POOL):
+        text = post_text(rng, n_brands)
+        post = orjson.loads(post_bytes(0, text, 0, 0, rng))
+        post.pop("id")
+        post["created_at"] = marker
+        post["ingested_at"] = marker
+        body = orjson.dumps(post)[1:]  # without "{"
+        head, mid, tail = body.split(orjson.dumps(marker))
+        pool.append((head, mid, tail))
+    return pool
 
 
 async def produce_at_rate(
     bootstrap: str, topic: str, run: LatencyRun, n_brands: int, duration_s: float
 ) -> None:
+    """``run.rate`` posts/s for ``duration_s``, paced by a 5 ms timer; each tick sends the
+    posts due so far as one batch per partition with ``created_at = ingested_at =`` the
+    tick's wall time.  Post bodies, keys and partitions are prepared before the clock
+    starts, so the generator costs little CPU next to the worker it measures."""
     rng = random.Random(2)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    pool = _body_pool(rng, n_brands)
+    total = int(run.rate * duration_s) + 1
+    offset = run.sent
+    keys = [b"bench:l%d" % (offset + i) for i in range(total)]
+    parts = [(murmur2(k) & 0x7FFFFFFF) % PARTITIONS for k in keys]
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=1024**2
+    )
     await producer.start()
     futures = []
     try:
         started = time.monotonic()
         next_alarm = 0.0
         brand_cycle = 0
+        i = 0
         while (elapsed := time.monotonic() - started) < duration_s:
-            due = int(run.rate * elapsed)
-            while run.sent < due:
-                extra = None
-                if elapsed >= next_alarm:
-                    next_alarm += ALARM_EVERY_S
-                    extra = f"brand{brand_cycle % ALARM_BRANDS:04d} alarmtest"
-                    brand_cycle += 1
-                    run.alarms += 1
+            due = min(total, int(run.rate * elapsed))
+            if i < due:
                 now_ms = int(time.time() * 1000)
-                key = f"bench:l{run.sent}"
-                value = post_bytes(
-                    run.sent,
-                    post_text(rng, n_brands) if extra is None else extra,
-                    now_ms,
-                    now_ms,
-                    rng,
-                )
-                p = partition_for(key, PARTITIONS)
-                futures.append(
-                    await producer.send(topic, value=value, key=key.encode(), partition=p)
-                )
-                run.created_by_partition[p].append(now_ms)
-                run.sent += 1
-            await asyncio.sleep(0.002)
+                stamp = b'"' + format_rfc3339_ms(now_ms).encode() + b'"'
+                batches: dict[int, Any] = {}
+                for j in range(i, due):
+                    key = keys[j]
+                    q = parts[j]
+                    if elapsed >= next_alarm:
+                        next_alarm += ALARM_EVERY_S
+                        extra = f"brand{brand_cycle % ALARM_BRANDS:04d} alarmtest"
+                        brand_cycle += 1
+                        run.alarms += 1
+                        value = post_bytes(offset + j, extra, now_ms, now_ms, rng)
+                    else:
+                        head, mid, tail = pool[j % POOL]
+                        value = b"".join((b'{"id":"', key, b'",', head, stamp, mid, stamp, tail))
+                    batch = batches.get(q)
+                    if batch is None:
+                        batch = batches[q] = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        futures.append(await producer.send_batch(batch, topic, partition=q))
+                        batch = batches[q] = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+                    run.created_by_partition[q].append(now_ms)
+                for q, batch in batches.items():
+                    futures.append(await producer.send_batch(batch, topic, partition=q))
+                run.sent += due - i
+                i = due
+            await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - started - elapsed)))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-async def collect_alerts(bootstrap: str, topic: str, run: LatencyRun, stop: asyncio.Event) -> None:
+async def collect_alerts(
+    bootstrap: str,
+    topic: str,
+    run: LatencyRun,
+    stop: asyncio.Event,
+    matches_topic: str | None = None,
+) -> None:
+    """Alerts as they arrive; with ``matches_topic``, also the worker's internal matches
+    records (their ticks and timestamps), to split the latency into hops."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=20)
     await consumer.start()
+    mergers = {p: WatermarkMerger(LATENESS_MS, PARTITIONS) for p in range(PARTITIONS)}
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        if matches_topic is not None:
+            tps += [TopicPartition(matches_topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
@@ -179,13 +238,44 @@ async def collect_alerts(bootstrap: str, topic: str, run: LatencyRun, stop: asyn
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50)
             received = int(time.time() * 1000)
-            for records in batch.values():
+            for tp, records in batch.items():
+                if tp.topic != topic:
+                    for rec in records:
+                        tick = orjson.loads(rec.value).get("tick")
+                        if tick is None:
+                            continue
+                        reports = {
+                            int(p): PartitionReport(v[0], bool(v[1]), int(v[2]))
+                            for p, v in tick["parts"].items()
+                        }
+                        wm = mergers[tp.partition].update(reports)
+                        sent = max(r.sent_ms for r in reports.values())
+                        run.matches.setdefault(tp.partition, []).append(
+                            (wm if wm is not None else -1, sent, rec.timestamp, received)
+                        )
+                    continue
                 for rec in records:
                     event = orjson.loads(rec.value)
                     boundary = int(decode_time(event["time"]))
                     run.alerts.append((received, boundary, event["type"].rsplit(".", 1)[-1]))
+                    run.alert_hops.append((rec.timestamp, boundary, rec.key.decode()))
     finally:
         await consumer.stop()
+
+
+def hops_ms(run: LatencyRun, index: int) -> tuple[int, int, int, int] | None:
+    """Alert ``index`` split into hops (ms): crossing post sent -> match loop's tick for it
+    (matched), -> that matches record's CreateTime (sent), -> the alert's CreateTime (detect:
+    matches ack, faust fetch, batching, state), -> received here.  None: not traceable."""
+    received, boundary, _ = run.alerts[index]
+    alert_ts, _, brand = run.alert_hops[index]
+    crossed = crossing_ms(run, boundary)
+    records = run.matches.get(partition_for(brand, PARTITIONS), [])
+    i = bisect_left([r[0] for r in records], boundary)
+    if crossed is None or i == len(records):
+        return None
+    _, tick_sent, created, _ = records[i]
+    return (tick_sent - crossed, created - tick_sent, alert_ts - created, received - alert_ts)
 
 
 def decode_time(text: str) -> int:
