@@ -509,9 +509,11 @@ class Detector:
         state.cache.pop("run", None)
         if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
             return
-        hist_before = floor_to(step_before, HIST_MS) - plan.max_baseline_ms - HIST_MS
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
-        for series in state.series.values():
-            series.prune_history(hist_before, tile_before)
+        hist_from = floor_to(step_before, HIST_MS) - HIST_MS
+        for name, series in state.series.items():
+            # each series keeps the history its own rules' baselines read (a brand's
+            # mentions need not keep the day that its keyword rules' events report)
+            series.prune_history(hist_from - plan.baseline_of.get(name, 0), tile_before)
         for key in [k for k in state.cache if isinstance(k, tuple) and k[1] == "base"]:
             del state.cache[key]

@@ -51,11 +51,12 @@ class BrandPlan:
     series: frozenset[str]
     adaptive_series: frozenset[str]
     max_window_ms: int
-    max_baseline_ms: int
     min_counts: tuple[int, ...]
     """``min_count`` of each rule, in ``rules`` order."""
     rules_of: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, hash=False)
     """series name -> the indexes (in ``rules``) of the rules that count it."""
+    baseline_of: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    """series name -> the longest baseline any rule reads from its history (0: none)."""
 
 
 def plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
@@ -86,8 +87,11 @@ def plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
         series=frozenset({MENTIONS} | keyword_ids),
         adaptive_series=frozenset(p.series for p in plans if p.k is not None),
         max_window_ms=max((p.window_ms for p in plans), default=step_ms),
-        max_baseline_ms=max((p.baseline_ms for p in plans), default=KEYWORD_BASELINE_MS),
         min_counts=tuple(p.min_count for p in plans),
+        baseline_of={
+            name: max((p.baseline_ms for p in plans if p.series == name), default=0)
+            for name in {MENTIONS} | keyword_ids
+        },
         rules_of={
             name: tuple(i for i, p in enumerate(plans) if p.series == name)
             for name in {p.series for p in plans}

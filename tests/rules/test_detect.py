@@ -286,3 +286,18 @@ def test_spread_out_hits_over_the_minimum_are_skipped_when_no_window_holds_enoug
         d.observe(t, hit(n, ts, "recall"))
     assert d.next_due_ms(t) == 760_000
     assert [(e.type, e.time_ms) for e in d.advance(t, 900_000)] == [(OPENED, 760_000)]
+
+
+def test_each_series_keeps_only_the_history_its_rules_read() -> None:
+    """A keyword rule's series keeps a day of minutes (its events report a 24 h
+    baseline); mentions, read only by a velocity rule with a 1 h baseline, keep ~1 h."""
+    d = Detector(ruleset(keyword(), velocity(baseline_ms=60 * MIN)))
+    s = d.new_state("acme")
+    for minute in range(0, 5 * 60):
+        d.observe(s, hit(minute, minute * MIN, "recall"))
+        d.advance(s, minute * MIN)
+    mentions, recall = s.series["mentions"].hist, s.series["recall"].hist
+    assert len(recall) > 4 * 60  # all five hours: under the 24 h it may be asked for
+    # the baseline, plus the window, a minute of slack and up to a 10-minute prune interval
+    assert 60 <= len(mentions) <= 60 + 10 + 1 + 10
+    assert min(mentions) >= (5 * 60 - 81) * MIN
