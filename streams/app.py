@@ -43,6 +43,8 @@ BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.01
 STATE_FLUSH_S = 0.5
+STATE_BUFFER_MAX = 1_000_000
+"""faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
 """Brand states are written back to the changelog-backed table at most this often."""
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 4 * 1024**2,
@@ -195,6 +197,11 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     @app.task
     async def freeze_heap() -> None:
         freeze_long_lived()
+        # faust's conductor holds every stream back while more than `max_messages`
+        # records wait in the producer buffer: a state write-back (hundreds of records)
+        # stalled the detect stream, and the alerts in it, until most of it had left.
+        # flush_states waits for the previous write-back instead (memory stays bounded)
+        app.producer.buffer.max_messages = STATE_BUFFER_MAX
 
     @app.agent(matches, name="detect")  # type: ignore[arg-type]
     async def detect(stream: faust.Stream) -> None:
@@ -238,6 +245,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 last_flush = time.monotonic()
 
     async def flush_states(stream: faust.Stream) -> None:
+        buffer = app.producer.buffer
+        while buffer.size:  # the previous write-back is still leaving
+            await buffer.flush()
         for brand, event in unflushed.dirty.items():
             if brand not in detect_stage.states:
                 continue
