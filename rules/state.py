@@ -9,7 +9,9 @@ import orjson
 from rules.incidents import Incident
 from rules.windows import RangeCache, Series
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""2: history as ``[starts, counts]`` columns; version 1 (a map) still loads."""
+READABLE_VERSIONS = (1, 2)
 
 
 class BrandState:
@@ -74,9 +76,10 @@ class BrandState:
 
     @staticmethod
     def from_obj(obj: dict[str, Any]) -> BrandState:
-        if obj.get("v") != STATE_VERSION:
+        if obj.get("v") not in READABLE_VERSIONS:
             msg = (
-                f"brand state version {obj.get('v')!r} is not supported (expected {STATE_VERSION})"
+                f"brand state version {obj.get('v')!r} is not supported "
+                f"(expected one of {', '.join(map(str, READABLE_VERSIONS))})"
             )
             raise ValueError(msg)
         state = BrandState(obj["brand"])

@@ -281,8 +281,10 @@ class Series:
             "authors": {str(k): sorted(records[k][1]) for k in keys},
             "samples": {str(k): records[k][2] for k in keys},
             "ingested": {str(k): records[k][3] for k in keys if records[k][3] is not None},
-            "hist": {str(k): v for k, v in self.hist.items()},
-            "tiles": {str(k): v for k, v in self.tiles.items()},
+            # [starts ascending, counts]: a day of minutes per keyword series is most of a
+            # busy brand's state, and int lists encode ~10x faster than str-keyed maps
+            "hist": _columns(self.hist),
+            "tiles": _columns(self.tiles),
         }
 
     @staticmethod
@@ -302,6 +304,23 @@ class Series:
                 [list(x) for x in samples[key]],
                 None if got is None else int(got),
             ]
-        s.hist = {int(k): int(v) for k, v in obj["hist"].items()}
-        s.tiles = {int(k): int(v) for k, v in obj["tiles"].items()}
+        s.hist = _from_columns(obj["hist"])
+        s.tiles = _from_columns(obj["tiles"])
         return s
+
+
+def _columns(buckets: dict[int, int]) -> list[list[int]]:
+    """``{start: count}`` -> ``[[starts ascending], [counts]]`` (canonical)."""
+    starts = sorted(buckets)
+    return [starts, [buckets[k] for k in starts]]
+
+
+def _from_columns(value: Any) -> dict[int, int]:
+    """The inverse of ``_columns``; state version 1's ``{"start": count}`` map too."""
+    if isinstance(value, dict):
+        return {int(k): int(v) for k, v in value.items()}
+    starts, counts = value
+    if len(starts) != len(counts):
+        msg = f"history columns differ in length: {len(starts)} starts, {len(counts)} counts"
+        raise TypeError(msg)
+    return {int(k): int(v) for k, v in zip(starts, counts, strict=True)}

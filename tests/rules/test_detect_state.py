@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,3 +70,31 @@ def test_load_state_rejects_foreign_values() -> None:
         load_state(b'{"v": 99}')
     with pytest.raises(ValueError, match="malformed"):
         load_state(b'{"v": 1, "brand": "acme"}')
+    bad_history = orjson.loads(_one_state_dump())
+    bad_history["series"]["mentions"]["hist"] = [[60_000, 120_000], [1]]
+    with pytest.raises(ValueError, match=r"malformed.*columns differ"):
+        load_state(orjson.dumps(bad_history))
+
+
+def _one_state_dump() -> bytes:
+    d = Detector(ruleset(keyword(), velocity()))
+    s = d.new_state("acme")
+    for n in range(30):
+        d.observe(s, hit(n, n * 20_000, *(["recall"] if n % 3 == 0 else [])))
+        d.advance(s, n * 20_000)
+    return dump_state(s)
+
+
+def test_a_version_1_state_loads_and_is_written_back_as_version_2() -> None:
+    """Changelogs written before the history columns (version 1: {"start": count} maps)
+    still restore the same state."""
+    current = orjson.loads(_one_state_dump())
+    assert current["v"] == 2
+    v1 = orjson.loads(_one_state_dump())
+    v1["v"] = 1
+    for series in v1["series"].values():
+        for name in ("hist", "tiles"):
+            starts, counts = series[name]
+            series[name] = {str(k): c for k, c in zip(starts, counts, strict=True)}
+    assert series["hist"]  # the test covers a non-empty history
+    assert dump_state(load_state(orjson.dumps(v1))) == _one_state_dump()
