@@ -14,6 +14,9 @@ Two stages, both thin:
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import gc
 import logging
 import time
@@ -43,6 +46,8 @@ BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.01
 STATE_FLUSH_S = 0.5
+TRIM_HEAP_S = 30.0
+"""How often the worker returns the C heap's free pages to the system."""
 STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
 """Brand states are written back to the changelog-backed table at most this often."""
@@ -277,6 +282,11 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 gc.unfreeze()
                 freeze_long_lived()
 
+    @app.timer(TRIM_HEAP_S)
+    async def trim_heap() -> None:
+        # the walk over the free lists takes milliseconds: not on the event loop
+        await asyncio.to_thread(release_free_heap)
+
     @app.timer(5.0)
     async def consumer_lag() -> None:
         await match_loop.report_lag()
@@ -313,6 +323,29 @@ def freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``).
+
+    State write-backs and matches records are large, short-lived buffers from the C
+    heap; glibc keeps what they freed, so the resident size drifts up with the largest
+    burst seen although live data is level (RELIABILITY.md, soak).  False where the C
+    library has no ``malloc_trim`` (not glibc); nothing is freed that is in use.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 @dataclass
