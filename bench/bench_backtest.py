@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rules.engine import Engine, batch_gc
 from rules.loader import load_rules
+from rules.matcher import Matcher
+from rules.model import RuleSet
 from rules.post import decode_post, format_rfc3339_ms
 
 BRAND_YAML = """\
@@ -106,15 +108,20 @@ def main() -> int:
         rules = load_rules(tmp)
         load_s = time.process_time() - started
     lines = make_posts(n_posts, args.brands, seed=1)
-    from rules.matcher import Matcher
-
     matcher = Matcher(rules)
     # as `crisiswatch backtest` runs (rules.engine.batch_gc), for every phase alike
     with batch_gc():
         return measure(args, rules, matcher, lines, n_posts, load_s)
 
 
-def measure(args, rules, matcher, lines, n_posts, load_s) -> int:  # type: ignore[no-untyped-def]
+def measure(
+    args: argparse.Namespace,
+    rules: RuleSet,
+    matcher: Matcher,
+    lines: list[bytes],
+    n_posts: int,
+    load_s: float,
+) -> int:
     started = time.process_time()
     for line in lines:
         decode_post(line)
