@@ -287,10 +287,14 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # the walk over the free lists takes milliseconds: not on the event loop
         await asyncio.to_thread(release_free_heap)
 
+    state_changelog = changelog_topic(settings)
+
     @app.timer(5.0)
     async def consumer_lag() -> None:
         await match_loop.report_lag()
         for tp in app.consumer.assignment():
+            if tp.topic == state_changelog:
+                continue  # read only to restore the table: its committed offset is not lag
             try:
                 lag = _lag(app, tp)
             except Exception:  # not yet fetched

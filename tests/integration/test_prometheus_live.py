@@ -290,6 +290,10 @@ def test_pipeline_panels_show_the_replay(live: Any) -> None:
     assert _value(prom, 'sum(crisiswatch_incident_events_total{type="opened"})') > 0
     assert _value(prom, 'crisiswatch_rules_loaded{kind="brand"}') == 3  # after the reload
     assert _value(prom, 'sum(crisiswatch_webhook_requests_total{status="207"})') == 1
+    # consumer lag is reported for what the worker consumes, not for the table's changelog
+    lag_topics = {r["metric"]["topic"] for r in prom.query("crisiswatch_consumer_lag_messages")}
+    assert any(t.endswith(".matches") for t in lag_topics), lag_topics
+    assert not any("changelog" in t for t in lag_topics), lag_topics
     # the deliberate late post, plus every hit of the re-sent batch: a copy is "late" when
     # its window was already evaluated, a "duplicate" when still open; never counted again
     late = _value(prom, "sum(crisiswatch_late_hits_total)")
