@@ -278,9 +278,7 @@ class Detector:
             state.incidents.clear()
             state.series.clear()
             return []
-        adopted: BrandPlan | None = state.cache.get("plan")
-        if adopted is not plan:
-            self._adopt(state, plan)
+        self._adopt(state, plan)
         if state.first_hit_ms is None:
             return []
         step = self.step_ms
@@ -387,7 +385,7 @@ class Detector:
 
     def _adopt(self, state: BrandState, plan: BrandPlan) -> None:
         """Bring a state made under another RuleSet (or just loaded) in line with ``plan``."""
-        if state.cache.get("plan") is not plan:
+        if not _adopted(state, plan):
             self._reconcile(state, plan)
             state.cache.clear()  # derived values of another plan are not valid here
             state.cache["plan"] = plan

@@ -14,14 +14,19 @@ MAX_POST_BYTES = 1_000_000
 """A post value larger than this is rejected (``too_large``)."""
 _REQUIRED = ("id", "source", "text", "created_at")
 _METRIC_KEYS = ("likes", "reposts", "replies", "views")
-_ZERO = timedelta(0)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+_ZERO = timedelta(0)
 _MINUTES: dict[str, int] = {}
 """``YYYY-MM-DDTHH:MM`` -> ms since the epoch (UTC), for prefixes already parsed."""
 _MINUTES_MAX = 4096
+
+
+def _utc_shape(value: str, n: int) -> bool:
+    """``value`` (of length ``n``) looks like ``...T10:00:03Z`` or ``...T10:00:03.120Z``."""
+    return (n == 20 or (n == 24 and value[19] == ".")) and value[-1] == "Z" and value[16] == ":"
 
 
 def parse_rfc3339_ms(value: str) -> int:
@@ -31,7 +36,8 @@ def parse_rfc3339_ms(value: str) -> int:
     path once their minute has been parsed the slow way (same result).
     """
     n = len(value)
-    if (n == 20 or (n == 24 and value[19] == ".")) and value[-1] == "Z" and value[16] == ":":
+    utc_shape = _utc_shape(value, n)
+    if utc_shape:
         minute = _MINUTES.get(value[:16])
         if minute is not None:
             sec = value[17:19]
@@ -48,7 +54,7 @@ def parse_rfc3339_ms(value: str) -> int:
         msg = f"timestamp has no UTC offset: {value!r}"
         raise ValueError(msg)
     ms = (dt - _EPOCH) // _MS
-    if (n == 20 or n == 24) and value[-1] == "Z" and value[16] == ":" and dt.utcoffset() == _ZERO:
+    if utc_shape and dt.utcoffset() == _ZERO:
         if len(_MINUTES) >= _MINUTES_MAX:
             _MINUTES.clear()
         _MINUTES[value[:16]] = ms - dt.second * 1000 - dt.microsecond // 1000
@@ -123,10 +129,8 @@ def post_from_dict(obj: Any) -> Post:
         msg = "bad_timestamp:created_at"
         raise InvalidPost(msg, str(exc)) from None
     ingested_ms = None
-    ingested = get("ingested_at")
+    ingested = _opt_str(obj, "ingested_at")
     if ingested is not None:
-        if not isinstance(ingested, str):
-            _opt_str(obj, "ingested_at")  # raises the wrong_type error
         try:
             ingested_ms = parse_rfc3339_ms(ingested)
         except ValueError as exc:
@@ -142,18 +146,12 @@ def post_from_dict(obj: Any) -> Post:
                 msg,
                 f"field 'author' must be an object; got {type(raw_author).__name__}",
             )
-        author_id = raw_author.get("id")
-        if author_id is not None and type(author_id) is not str:
-            author_id = _author_id(author_id)
-        handle = raw_author.get("handle")
-        if handle is not None and not isinstance(handle, str):
-            _opt_str(raw_author, "handle", "author.")  # raises
         followers = raw_author.get("followers")
-        if followers is None:
-            followers = 0
-        elif type(followers) is not int or not -(2**63) <= followers < 2**63:
-            followers = _int(followers, "author.followers")  # raises, or a subclass of int
-        author = Author(id=author_id, handle=handle, followers=max(0, followers))
+        author = Author(
+            id=_author_id(raw_author.get("id")),
+            handle=_opt_str(raw_author, "handle", "author."),
+            followers=0 if followers is None else max(0, _int(followers, "author.followers")),
+        )
     metrics: dict[str, int] = {}
     raw_metrics = get("metrics")
     if raw_metrics is not None:
@@ -170,26 +168,17 @@ def post_from_dict(obj: Any) -> Post:
     if extra is not None and not isinstance(extra, dict):
         msg = "wrong_type:extra"
         raise InvalidPost(msg, f"field 'extra' must be an object; got {type(extra).__name__}")
-    lang = get("lang")
-    if lang is not None and not isinstance(lang, str):
-        _opt_str(obj, "lang")  # raises the wrong_type error
-    url = get("url")
-    if url is not None and not isinstance(url, str):
-        _opt_str(obj, "url")
-    reply_to = get("reply_to")
-    if reply_to is not None and not isinstance(reply_to, str):
-        _opt_str(obj, "reply_to")
     return Post(
         id=post_id,
         source=source,
         text=text,
         created_at_ms=created_ms,
         created_at=created_at,
-        lang=lang,
-        url=url,
+        lang=_opt_str(obj, "lang"),
+        url=_opt_str(obj, "url"),
         author=author,
         metrics=metrics,
-        reply_to=reply_to,
+        reply_to=_opt_str(obj, "reply_to"),
         ingested_at_ms=ingested_ms,
         extra=extra,
     )

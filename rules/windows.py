@@ -211,11 +211,6 @@ class Series:
             t = ts_ms - ts_ms % TILE_MS
             self.tiles[t] = self.tiles.get(t, 0) + 1
 
-    def prune(self, step_before_ms: int, hist_before_ms: int, tile_before_ms: int) -> None:
-        """Drop buckets that start before the given times."""
-        self.prune_steps(step_before_ms)
-        self.prune_history(hist_before_ms, tile_before_ms)
-
     def prune_steps(self, step_before_ms: int) -> None:
         """Drop step buckets (per-hit data) that start before ``step_before_ms``."""
         keys = self.keys

@@ -46,11 +46,11 @@ BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.01
 STATE_FLUSH_S = 0.5
-TRIM_HEAP_S = 30.0
-"""How often the worker returns the C heap's free pages to the system."""
+"""Brand states are written back to the changelog-backed table at most this often."""
 STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
-"""Brand states are written back to the changelog-backed table at most this often."""
+TRIM_HEAP_S = 30.0
+"""How often the worker returns the C heap's free pages to the system."""
 ROCKSDB_OPTIONS = {
     "write_buffer_size": 4 * 1024**2,
     "max_write_buffer_number": 2,
