@@ -129,8 +129,10 @@ def post_from_dict(obj: Any) -> Post:
         msg = "bad_timestamp:created_at"
         raise InvalidPost(msg, str(exc)) from None
     ingested_ms = None
-    ingested = _opt_str(obj, "ingested_at")
+    ingested = get("ingested_at")
     if ingested is not None:
+        if type(ingested) is not str:
+            _opt_str(obj, "ingested_at")  # raises unless a str subclass
         try:
             ingested_ms = parse_rfc3339_ms(ingested)
         except ValueError as exc:
@@ -146,12 +148,19 @@ def post_from_dict(obj: Any) -> Post:
                 msg,
                 f"field 'author' must be an object; got {type(raw_author).__name__}",
             )
+        author_id = raw_author.get("id")
+        if type(author_id) is not str and author_id is not None:
+            author_id = _author_id(author_id)
+        handle = raw_author.get("handle")
+        if type(handle) is not str and handle is not None:
+            handle = _opt_str(raw_author, "handle", "author.")
         followers = raw_author.get("followers")
-        author = Author(
-            id=_author_id(raw_author.get("id")),
-            handle=_opt_str(raw_author, "handle", "author."),
-            followers=0 if followers is None else max(0, _int(followers, "author.followers")),
-        )
+        if type(followers) is not int:
+            followers = 0 if followers is None else _int(followers, "author.followers")
+        elif not 0 <= followers < 2**63:
+            followers = _int(followers, "author.followers")
+        # positional: keyword arguments cost more, and this runs for every post
+        author = Author(author_id, handle, max(0, followers))
     metrics: dict[str, int] = {}
     raw_metrics = get("metrics")
     if raw_metrics is not None:
@@ -168,20 +177,18 @@ def post_from_dict(obj: Any) -> Post:
     if extra is not None and not isinstance(extra, dict):
         msg = "wrong_type:extra"
         raise InvalidPost(msg, f"field 'extra' must be an object; got {type(extra).__name__}")
-    return Post(
-        id=post_id,
-        source=source,
-        text=text,
-        created_at_ms=created_ms,
-        created_at=created_at,
-        lang=_opt_str(obj, "lang"),
-        url=_opt_str(obj, "url"),
-        author=author,
-        metrics=metrics,
-        reply_to=_opt_str(obj, "reply_to"),
-        ingested_at_ms=ingested_ms,
-        extra=extra,
-    )
+    lang, url, reply_to = get("lang"), get("url"), get("reply_to")
+    if not (
+        (lang is None or type(lang) is str) and (url is None or type(url) is str)
+        and (reply_to is None or type(reply_to) is str)
+    ):  # fmt: skip
+        # raise for the first that is not a string (str subclasses pass)
+        lang, url = _opt_str(obj, "lang"), _opt_str(obj, "url")
+        reply_to = _opt_str(obj, "reply_to")
+    # positional, in field order (id, source, text, created_at_ms, created_at, lang, url,
+    # author, metrics, reply_to, ingested_at_ms, extra): keywords cost more per post
+    return Post(post_id, source, text, created_ms, created_at, lang, url, author, metrics,
+                reply_to, ingested_ms, extra)  # fmt: skip
 
 
 def _author_id(value: Any) -> str | None:
