@@ -145,6 +145,11 @@ class Series:
     Per step bucket one record ``[reach, authors, samples, ingested]`` plus the
     count in ``counts`` (read by every evaluation) and the sorted bucket starts
     in ``keys`` (hits arrive nearly in order, so keeping it sorted is cheap).
+    A bucket with one hit keeps the compact record ``(followers, author key,
+    sample, ingested)`` instead (one tuple rather than a list, a set and a list of
+    samples): on a many-brand load most buckets get one hit, and the objects
+    made per hit, and freed when the bucket is pruned, were a good part of the
+    detector's time.  The second hit turns it into the full record.
     """
 
     __slots__ = ("counts", "hist", "keys", "records", "tiles")
@@ -154,10 +159,11 @@ class Series:
         """step bucket start -> hits."""
         self.keys: list[int] = []
         """The step bucket starts of ``counts``, ascending."""
-        self.records: dict[int, list[Any]] = {}
+        self.records: dict[int, list[Any] | tuple[int, str, Sample, int | None]] = {}
         """step bucket start -> ``[reach, authors, samples, ingested]``: the sum of author
         followers, the distinct author keys (a set, capped), the top hits (best first)
-        and the latest ``ingested_at_ms`` (None: no hit carried one)."""
+        and the latest ``ingested_at_ms`` (None: no hit carried one); for a bucket of
+        one hit ``(followers, author key, sample, ingested_at_ms)`` (see the class doc)."""
         self.hist: dict[int, int] = {}
         """HIST_MS bucket start -> hits (baseline history)."""
         self.tiles: dict[int, int] = {}
@@ -186,10 +192,15 @@ class Series:
                 keys.append(b)
             else:
                 insort(keys, b)
-            self.records[b] = [followers, {author_key}, [make_sample(source)], ingested_at_ms]
+            self.records[b] = (followers, author_key, make_sample(source), ingested_at_ms)
         else:
             counts[b] = n + 1
-            rec = self.records[b]
+            got = self.records[b]
+            if isinstance(got, tuple):  # the bucket's second hit: the full record
+                rec: list[Any] = [got[0], {got[1]}, [got[2]], got[3]]
+                self.records[b] = rec
+            else:
+                rec = got
             rec[0] += followers
             authors = rec[1]
             if len(authors) < MAX_AUTHORS_PER_BUCKET:
@@ -249,14 +260,26 @@ class Series:
 
     def window_authors(self, lo_ms: int, hi_ms: int) -> int:
         records = self.records
-        sets = [records[k][1] for k in self.window_keys(lo_ms, hi_ms)]
-        if len(sets) == 1:
-            return len(sets[0])
-        return len(set().union(*sets)) if sets else 0
+        authors: set[str] = set()
+        for k in self.window_keys(lo_ms, hi_ms):
+            rec = records[k]
+            if isinstance(rec, tuple):
+                authors.add(rec[1])
+            else:
+                authors.update(rec[1])
+        return len(authors)
 
     def window_samples(self, lo_ms: int, hi_ms: int) -> list[Sample]:
-        records = self.records
-        return top_samples([records[k][2] for k in self.window_keys(lo_ms, hi_ms)])
+        return top_samples([self._samples(k) for k in self.window_keys(lo_ms, hi_ms)])
+
+    def _samples(self, k: int) -> list[Sample]:
+        rec = self.records[k]
+        return [rec[2]] if isinstance(rec, tuple) else rec[2]
+
+    def _authors(self, k: int) -> list[str]:
+        """The bucket's author keys, sorted."""
+        rec = self.records[k]
+        return [rec[1]] if isinstance(rec, tuple) else sorted(rec[1])
 
     def window_ingested(self, lo_ms: int, hi_ms: int) -> int | None:
         records = self.records
@@ -273,8 +296,8 @@ class Series:
         return {
             "counts": {str(k): self.counts[k] for k in keys},
             "reach": {str(k): records[k][0] for k in keys},
-            "authors": {str(k): sorted(records[k][1]) for k in keys},
-            "samples": {str(k): records[k][2] for k in keys},
+            "authors": {str(k): self._authors(k) for k in keys},
+            "samples": {str(k): self._samples(k) for k in keys},
             "ingested": {str(k): records[k][3] for k in keys if records[k][3] is not None},
             # [starts ascending, counts]: a day of minutes per keyword series is most of a
             # busy brand's state, and int lists encode ~10x faster than str-keyed maps
@@ -293,10 +316,19 @@ class Series:
         for k in s.keys:
             key = str(k)
             got = ingested.get(key)
+            these, best = authors[key], samples[key]
+            if s.counts[k] == 1 and len(these) == 1 and len(best) == 1:
+                s.records[k] = (
+                    int(reach[key]),
+                    these[0],
+                    list(best[0]),
+                    None if got is None else int(got),
+                )
+                continue
             s.records[k] = [
                 int(reach[key]),
-                set(authors[key]),
-                [list(x) for x in samples[key]],
+                set(these),
+                [list(x) for x in best],
                 None if got is None else int(got),
             ]
         s.hist = _from_columns(obj["hist"])

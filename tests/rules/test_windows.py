@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.windows import ceil_steps, floor_to, range_sum, top_samples
+from rules.windows import Series, ceil_steps, floor_to, range_sum, top_samples
 
 
 def test_floor_and_ceil_are_epoch_aligned() -> None:
@@ -39,3 +40,49 @@ def test_incremental_range_sums_equal_plain_sums(
         lo = min(hi, lo + dlo * unit)
         total, cache = range_sum(data, lo, hi, unit, cache)
         assert total == sum(v for k, v in data.items() if lo <= k < hi)
+
+
+HITS = st.lists(
+    st.tuples(
+        st.integers(0, 60_000),  # created_at_ms
+        st.integers(0, 50),  # followers
+        st.sampled_from(["ann", "bob", "cy", "dee"]),  # author key
+        st.one_of(st.none(), st.integers(0, 99_000)),  # ingested_at_ms
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(HITS, st.integers(0, 60_000), st.integers(1, 60_000))
+def test_one_hit_buckets_read_and_dump_as_full_records(
+    hits: list[tuple[int, int, str, int | None]], lo: int, width: int
+) -> None:
+    """A bucket of one hit keeps a compact record; every figure, the dump and a reload
+    agree with a reference computed from the hits themselves."""
+    step = 10_000
+    series = Series()
+    for i, (ts, followers, author, ingested) in enumerate(hits):
+        sample = [followers, f"p{i:03d}", "t", author, "text", None, "x"]
+        series.add(ts, step, False, followers, author, f"p{i:03d}", ingested, sample, list)
+    lo_b, hi_b = floor_to(lo, step), floor_to(lo, step) + ceil_steps(width, step)
+    inside = [(i, h) for i, h in enumerate(hits) if lo_b <= floor_to(h[0], step) < hi_b]
+    assert series.window_count(lo_b, hi_b) == len(inside)
+    assert series.window_reach(lo_b, hi_b) == sum(h[1] for _, h in inside)
+    assert series.window_authors(lo_b, hi_b) == len({h[2] for _, h in inside})
+    got_ingested = [h[3] for _, h in inside if h[3] is not None]
+    assert series.window_ingested(lo_b, hi_b) == (max(got_ingested) if got_ingested else None)
+    per_bucket: dict[int, list[tuple[int, str]]] = {}
+    for i, h in inside:
+        per_bucket.setdefault(floor_to(h[0], step), []).append((-h[1], f"p{i:03d}"))
+    best = sorted(x for b in per_bucket.values() for x in sorted(b)[:5])[:5]
+    assert [(-s[0], s[1]) for s in series.window_samples(lo_b, hi_b)] == best
+    for k, n in series.counts.items():
+        assert isinstance(series.records[k], tuple) == (n == 1)
+    dumped = orjson.dumps(series.to_obj())
+    again = Series.from_obj(orjson.loads(dumped))
+    assert orjson.dumps(again.to_obj()) == dumped
+    assert {k: type(r) for k, r in again.records.items()} == {
+        k: type(r) for k, r in series.records.items()
+    }
+    assert again.window_authors(lo_b, hi_b) == series.window_authors(lo_b, hi_b)
