@@ -411,6 +411,13 @@ def main() -> int:
         help="posts/s of the second, low-load latency phase (0: skip it)",
     )
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra CRISISWATCH_* setting for the worker (repeatable), for A/B runs",
+    )
     args = parser.parse_args()
     n_posts = min(args.posts, 30_000) if args.quick else args.posts
     duration_s = 10.0 if args.quick else args.seconds
@@ -429,6 +436,7 @@ def main() -> int:
                 "CRISISWATCH_LATENESS": f"{LATENESS_MS}ms",
                 "CRISISWATCH_STEP": f"{STEP_MS}ms",
                 "CRISISWATCH_RULES_RELOAD_S": "5",
+                **dict(item.split("=", 1) for item in args.worker_env),
             },
         )
         try:
