@@ -32,11 +32,12 @@ from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from prometheus_client import CollectorRegistry
 
+from rules.alerts import AlertEvent
 from streams.matchloop import MatchLoop
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.settings import Settings
-from streams.stages import DetectStage, MatchStage, Record
+from streams.stages import DetectOutput, DetectStage, MatchStage, Record
 from streams.topics import changelog_topic
 from streams.web import install_views
 
@@ -45,10 +46,10 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 1000
 """Matches records per detect batch (each holds a match batch's hits for one partition)."""
 BATCH_WITHIN_S = 0.01
-STATE_FLUSH_S = 0.5
-"""Brand states are written back to the changelog-backed table at most this often."""
 STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
+SLICE_S = 0.005
+"""Longest run of detect work (or of a state write-back) between turns of the event loop."""
 TRIM_HEAP_S = 30.0
 """How often the worker returns the C heap's free pages to the system."""
 ROCKSDB_OPTIONS = {
@@ -210,11 +211,11 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     @app.agent(matches, name="detect")  # type: ignore[arg-type]
     async def detect(stream: faust.Stream) -> None:
-        # Brand states are written back to the table at most every STATE_FLUSH_S, and the
+        # Brand states are written back to the table at most every `state_flush_s`, and the
         # events are acked only after the states they changed are written: the changelog
         # always covers every committed offset (a restart replays the rest; repeated
-        # post ids are dropped), and a busy brand is serialised twice a second, not once
-        # per batch.
+        # post ids are dropped), and a busy brand is serialised once per interval (2 s by
+        # default), not once per batch.
         last_flush = time.monotonic()
         async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
             records = [
@@ -227,33 +228,49 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 )
                 for e in events
             ]
-            out = detect_stage.process(records)
-            now = _now_ms()
-            for ev in out.events:
-                await alerts.send(key=ev.brand.encode(), value=orjson.dumps(ev.to_cloudevent()))
-                metrics.incident_events.labels(ev.brand, ev.type.rsplit(".", 1)[-1]).inc()
-                if ev.trigger_ingested_at_ms is not None:
-                    metrics.alert_latency.observe(max(0, now - ev.trigger_ingested_at_ms) / 1000)
-                log.info(
-                    "%s %s/%s severity=%s incident=%s",
-                    ev.type,
-                    ev.brand,
-                    ev.rule_id,
-                    ev.severity,
-                    ev.incident_id,
-                )
+            epoch = unflushed.epoch
+            out = DetectOutput()
+            # a long batch (a watermark jump advances every brand) runs in slices, and the
+            # match stage and the producer get the event loop in between
+            for _ in detect_stage.steps(records, out, _Slice(SLICE_S)):
+                await send_alerts(out.events)
+                out.events.clear()
+                await asyncio.sleep(0)
+                if unflushed.epoch != epoch:
+                    break
+            if unflushed.epoch != epoch:
+                continue  # partitions revoked meanwhile: the next owner replays the batch
+            await send_alerts(out.events)
             for brand, index in out.dirty.items():
                 unflushed.dirty[brand] = events[index]
             unflushed.events.extend(events)
-            if time.monotonic() - last_flush >= STATE_FLUSH_S:
+            if time.monotonic() - last_flush >= settings.state_flush_s:
                 await flush_states(stream)
                 last_flush = time.monotonic()
+
+    async def send_alerts(events: list[AlertEvent]) -> None:
+        now = _now_ms()
+        for ev in events:
+            await alerts.send(key=ev.brand.encode(), value=orjson.dumps(ev.to_cloudevent()))
+            metrics.incident_events.labels(ev.brand, ev.type.rsplit(".", 1)[-1]).inc()
+            if ev.trigger_ingested_at_ms is not None:
+                metrics.alert_latency.observe(max(0, now - ev.trigger_ingested_at_ms) / 1000)
+            log.info(
+                "%s %s/%s severity=%s incident=%s",
+                ev.type,
+                ev.brand,
+                ev.rule_id,
+                ev.severity,
+                ev.incident_id,
+            )
 
     async def flush_states(stream: faust.Stream) -> None:
         buffer = app.producer.buffer
         while buffer.size:  # the previous write-back is still leaving
             await buffer.flush()
-        for brand, event in unflushed.dirty.items():
+        epoch = unflushed.epoch
+        pause = _Slice(SLICE_S)
+        for brand, event in list(unflushed.dirty.items()):
             if brand not in detect_stage.states:
                 continue
             # the changelog partition is the current event's: use one of the brand's own
@@ -262,6 +279,11 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 table[brand.encode()] = detect_stage.dump(brand)
             finally:
                 _current_event.reset(token)
+            detect_stage.update_gauges((brand,))
+            if pause():  # a write-back of every brand (after a catch-up) takes a while
+                await asyncio.sleep(0)
+                if unflushed.epoch != epoch:
+                    return  # revoked meanwhile: the new owner replays the unacked events
         pending, unflushed.events = unflushed.events, []
         unflushed.dirty.clear()
         for event in pending:
@@ -306,6 +328,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
         # unwritten states and their unacked events are dropped: the next owner replays
         # those records from the committed offsets over the state in the changelog
+        unflushed.epoch += 1
         unflushed.dirty.clear()
         unflushed.events.clear()
         detect_stage.forget()
@@ -360,6 +383,25 @@ class _Unflushed:
     """brand -> an event of the brand's partition (its changelog partition)."""
     events: list[Any] = field(default_factory=list)
     """Events processed but not yet acked."""
+    epoch: int = 0
+    """Incremented when partitions are revoked (work in progress is then dropped)."""
+
+
+class _Slice:
+    """A ``pause()`` for ``DetectStage.steps``: True every ``slice_s`` (wall time)."""
+
+    __slots__ = ("deadline", "slice_s")
+
+    def __init__(self, slice_s: float) -> None:
+        self.slice_s = slice_s
+        self.deadline = time.perf_counter() + slice_s
+
+    def __call__(self) -> bool:
+        now = time.perf_counter()
+        if now < self.deadline:
+            return False
+        self.deadline = now + self.slice_s
+        return True
 
 
 def _lag(app: faust.App, tp: Any) -> int | None:

@@ -13,6 +13,8 @@ from rules.errors import CrisiswatchError
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+STATE_FLUSH_MAX_S = 60.0
+"""Upper bound of CRISISWATCH_STATE_FLUSH_S: unwritten states are replayed after a restart."""
 
 
 class SettingsError(CrisiswatchError):
@@ -107,6 +109,8 @@ class Settings:
     """A posts partition with no new record for this long no longer holds the watermark back."""
     tick_interval_s: float = 0.5
     """How often watermark ticks go to the detector when nothing else flows."""
+    state_flush_s: float = 2.0
+    """How often changed brand states are written back to the table (and their events acked)."""
     log_level: str = "INFO"
     app_id: str = "crisiswatch-worker"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -145,6 +149,17 @@ class Settings:
                 value = -1.0
             if value < 0:
                 msg = f"CRISISWATCH_{name}: expected a number >= 0; got {raw!r}"
+                raise SettingsError(msg)
+            return value
+
+        def bounded(name: str, default: float, high: float) -> float:
+            raw = get(name, str(default))
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= high:
+                msg = f"CRISISWATCH_{name}: expected a number from 0 to {high:g}; got {raw!r}"
                 raise SettingsError(msg)
             return value
 
@@ -210,6 +225,7 @@ class Settings:
             step_ms=max(1000, parse_duration_ms(get("STEP", "10s"), "CRISISWATCH_STEP")),
             idle_partition_s=number("IDLE_PARTITION_S", 2.0),
             tick_interval_s=max(0.05, number("TICK_INTERVAL_S", 0.5)),
+            state_flush_s=bounded("STATE_FLUSH_S", 2.0, STATE_FLUSH_MAX_S),
             log_level=log_level,
             app_id=get("APP_ID", f"{prefix}-worker"),
             security=security,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from aiokafka.partitioner import murmur2
@@ -207,6 +207,25 @@ class DetectStage:
 
     def process(self, records: list[Record]) -> DetectOutput:
         out = DetectOutput()
+        for _ in self.steps(records, out, lambda: False):
+            pass
+        self.update_gauges(out.dirty)
+        return out
+
+    def steps(
+        self, records: list[Record], out: DetectOutput, pause: Callable[[], bool]
+    ) -> Iterator[None]:
+        """``process`` in slices: yields whenever ``pause()`` says so, after a record or
+        after one brand is advanced, with ``out`` (events so far) consistent.
+
+        A watermark that jumps far (catch-up after an outage) can advance every brand
+        through many boundaries, seconds of work: the agent gives the event loop (the
+        match stage, the producer) a turn between slices.  The caller resumes the
+        steps before anything else touches this stage, or drops the whole batch
+        (revoked partitions: ``forget``), so the result equals one ``process`` call.
+        The per-brand gauges are left to the caller (``update_gauges``), which the
+        agent calls once per state write-back rather than once per batch.
+        """
         self._refresh_rules()
         for index, rec in enumerate(records):
             try:
@@ -219,13 +238,15 @@ class DetectStage:
                 continue
             for item in items:
                 if isinstance(item, Tick):
-                    self._tick(rec.partition, item, index, out)
+                    yield from self._tick(rec.partition, item, index, out, pause)
                 else:
                     self._hit(rec.partition, item, index, out)
-        self._update_gauges(out)
-        return out
+            if pause():
+                yield
 
-    def _tick(self, partition: int, tick: Tick, index: int, out: DetectOutput) -> None:
+    def _tick(
+        self, partition: int, tick: Tick, index: int, out: DetectOutput, pause: Callable[[], bool]
+    ) -> Iterator[None]:
         merger = self.mergers.get(partition)
         if merger is None:
             merger = self.mergers[partition] = WatermarkMerger(
@@ -234,7 +255,7 @@ class DetectStage:
         before = merger.watermark_ms
         wm = merger.update(tick.reports)
         if wm is not None and wm != before:
-            self._advance(partition, wm, index, out)
+            yield from self._advance(partition, wm, index, out, pause)
 
     def _hit(self, partition: int, hit: Hit, index: int, out: DetectOutput) -> None:
         if hit.brand not in self._brand_ids:
@@ -252,7 +273,14 @@ class DetectStage:
             self.metrics.duplicate_hits.labels(hit.brand).inc()
         out.dirty[hit.brand] = index
 
-    def _advance(self, partition: int, watermark_ms: int, index: int, out: DetectOutput) -> None:
+    def _advance(
+        self,
+        partition: int,
+        watermark_ms: int,
+        index: int,
+        out: DetectOutput,
+        pause: Callable[[], bool],
+    ) -> Iterator[None]:
         detector = self.rules.current.detector
         now = self.now_ms()
         self.metrics.watermark.set(watermark_ms / 1000)
@@ -276,11 +304,14 @@ class DetectStage:
             nxt = detector.next_due_ms(st)
             if nxt is not None:
                 self._schedule(partition, brand, nxt)
+            if pause():
+                yield
 
-    def _update_gauges(self, out: DetectOutput) -> None:
+    def update_gauges(self, brands: Iterable[str]) -> None:
+        """Set the open-incident and window gauges of these brands from their states."""
         detector = self.rules.current.detector
         ruleset = self.rules.current.ruleset
-        for brand in out.dirty:
+        for brand in brands:
             st = self.states.get(brand)
             if st is None:
                 continue

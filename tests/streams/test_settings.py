@@ -14,6 +14,7 @@ def test_defaults() -> None:
     assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (4, 60_000, 10_000, 6066)
     assert s.app_id == "crisiswatch-worker"
     assert s.security.protocol == "PLAINTEXT"
+    assert s.state_flush_s == 2.0
 
 
 def test_values_are_read_and_typed() -> None:
@@ -25,12 +26,14 @@ def test_values_are_read_and_typed() -> None:
             "CRISISWATCH_STEP": "5s",
             "CRISISWATCH_WEB_PORT": "7001",
             "CRISISWATCH_STORE": "memory://",
+            "CRISISWATCH_STATE_FLUSH_S": "0.25",
         }
     )
     assert s.topic("alerts") == "acme-prod.alerts"
     assert s.app_id == "acme-prod-worker"
     assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (12, 90_000, 5_000, 7001)
     assert s.store == "memory://"
+    assert s.state_flush_s == 0.25
 
 
 @pytest.mark.parametrize(
@@ -58,6 +61,16 @@ def test_values_are_read_and_typed() -> None:
             "expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; got 'TLS'",
         ),
         ("CRISISWATCH_TOPIC_PREFIX", "a b", "CRISISWATCH_TOPIC_PREFIX: expected letters"),
+        (
+            "CRISISWATCH_STATE_FLUSH_S",
+            "61",
+            "CRISISWATCH_STATE_FLUSH_S: expected a number from 0 to 60; got '61'",
+        ),
+        (
+            "CRISISWATCH_STATE_FLUSH_S",
+            "often",
+            "CRISISWATCH_STATE_FLUSH_S: expected a number from 0 to 60; got 'often'",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> None:

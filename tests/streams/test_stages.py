@@ -15,7 +15,7 @@ from rules.watermark import PartitionReport
 from streams.codecs import Tick, decode_record, encode_hit, encode_tick
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
-from streams.stages import DetectStage, MatchStage, Record, partition_for
+from streams.stages import DetectOutput, DetectStage, MatchStage, Record, partition_for
 from tests.integration import scenario
 
 PARTS = 4
@@ -73,16 +73,8 @@ def test_invalid_posts_become_dead_letters_with_contract_fields(rules_dir: Path)
     assert total == len(scenario.BAD_VALUES)
 
 
-def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
-    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest)."""
-    items = scenario.posts()
-    engine = Engine(load_rules(rules_dir))
-    expected = []
-    for item in items:
-        expected.extend(engine.process(post_from_dict(item)))
-    expected.extend(engine.finish())
-
-    metrics, _, match, detect, table = make(rules_dir)
+def matches_records(match: MatchStage, items: list[dict]) -> list[Record]:
+    """The scenario's posts through the match stage: the records of the matches topic."""
     match.clock.assign(set(range(PARTS)), now_ms=0)
     matches: list[Record] = []
     offset = 0
@@ -104,6 +96,20 @@ def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
     # the stream goes quiet: every partition idle, final watermark = newest - lateness
     quiet = encode_tick(Tick("s1", match.clock.report(10_000)))
     matches.extend(Record("p.matches", q, offset, None, quiet) for q in range(PARTS))
+    return matches
+
+
+def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
+    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest)."""
+    items = scenario.posts()
+    engine = Engine(load_rules(rules_dir))
+    expected = []
+    for item in items:
+        expected.extend(engine.process(post_from_dict(item)))
+    expected.extend(engine.finish())
+
+    metrics, _, match, detect, table = make(rules_dir)
+    matches = matches_records(match, items)
 
     got = []
     for start in range(0, len(matches), 64):
@@ -128,6 +134,32 @@ def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
         or "poisoning" in str(p["text"]).lower()
         or "contaminat" in str(p["text"]).lower()
     )
+
+
+def test_steps_in_slices_equal_one_process_call(rules_dir: Path) -> None:
+    """The agent runs a batch in slices (yielding to the event loop): same events, same
+    dirty brands and the same states as one ``process`` call."""
+    items = scenario.posts()
+    _, _, match, whole, _ = make(rules_dir)
+    matches = matches_records(match, items)
+    _, _, _, sliced, _ = make(rules_dir)
+    pauses = 0
+    for start in range(0, len(matches), 200):
+        batch = matches[start : start + 200]
+        expected = whole.process(batch)
+        got = DetectOutput()
+        events = []
+        for _ in sliced.steps(batch, got, lambda: True):
+            pauses += 1
+            events.extend(got.events)  # the agent sends these at each pause
+            got.events.clear()
+        events.extend(got.events)
+        assert [e.to_cloudevent() for e in events] == [e.to_cloudevent() for e in expected.events]
+        assert got.dirty == expected.dirty
+    assert pauses > len(matches)  # a pause after every record and every advanced brand
+    assert sliced.states.keys() == whole.states.keys()
+    for brand in whole.states:
+        assert sliced.dump(brand) == whole.dump(brand)
 
 
 def test_state_survives_a_restart_through_the_table(rules_dir: Path) -> None:
