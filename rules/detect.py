@@ -55,6 +55,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MENTIONS_ONLY = (MENTIONS,)
+_IGNORED: tuple[str, int | None] = ("ignored", None)
+_LATE: tuple[str, int | None] = ("late", None)
+_DUPLICATE: tuple[str, int | None] = ("duplicate", None)
+_COUNTED: tuple[str, int | None] = ("counted", None)
 DEDUP_PRUNE_EVERY_MS = 60_000
 PRUNE_STEPS_EVERY_MS = 60_000
 """Step buckets older than the longest window are dropped this often (event time)."""
@@ -102,12 +106,23 @@ class Detector:
         ``"ignored"``: the brand is not in this RuleSet (removed by a reload).
         """
         return self._count(state, hit.post_id, hit.created_at_ms, hit.rule_ids, hit.followers,
-                           hit.author_key, hit.ingested_at_ms, hit, sample_of)  # fmt: skip
+                           hit.author_key, hit.ingested_at_ms, hit, sample_of,
+                           False)[0]  # fmt: skip
 
     def observe_post(self, state: BrandState, post: Post, match: BrandMatch) -> str:
         """``observe(state, Hit.from_post(post, match))`` without building the Hit."""
         return self._count(state, post.id, post.created_at_ms, match.rule_ids, post.followers,
-                           post.author_key, post.ingested_at_ms, post, sample_of_post)  # fmt: skip
+                           post.author_key, post.ingested_at_ms, post, sample_of_post,
+                           False)[0]  # fmt: skip
+
+    def count_post(
+        self, state: BrandState, post: Post, match: BrandMatch
+    ) -> tuple[str, int | None]:
+        """``observe_post`` and, when the hit was counted, ``hit_due_ms`` in one call: the
+        Engine's per-hit path, where two calls and their lookups added up."""
+        return self._count(state, post.id, post.created_at_ms, match.rule_ids, post.followers,
+                           post.author_key, post.ingested_at_ms, post, sample_of_post,
+                           True)  # fmt: skip
 
     def _count(
         self,
@@ -120,21 +135,24 @@ class Detector:
         ingested_at_ms: int | None,
         source: Any,
         make_sample: Callable[[Any], Sample],
-    ) -> str:
+        with_due: bool,
+    ) -> tuple[str, int | None]:
+        """``(status, due)``: the status ``observe`` returns and, when ``with_due`` and
+        the hit was counted, what ``hit_due_ms`` would return (else None)."""
         plan = self._plans.get(state.brand)
         if plan is None:
-            return "ignored"
+            return _IGNORED
         last = state.last_boundary_ms
         if last is not None and ts < last:
             # late before duplicate: a copy of an evaluated post is late either way, so
             # ids older than the last boundary can be forgotten (see _prune)
             state.late += 1
-            return "late"
+            return _LATE
         dedup = state.dedup
         seen = dedup.get(post_id)
         if seen is not None and abs(ts - seen) < self.dedup_horizon_ms:
             state.duplicates += 1
-            return "duplicate"
+            return _DUPLICATE
         dedup[post_id] = ts
         first = state.first_hit_ms
         if first is None or ts < first:
@@ -156,7 +174,9 @@ class Detector:
                 for i in plan.rules_of.get(name, ()):
                     totals[i] += 1
         state.counted += 1
-        return "counted"
+        if not with_due:
+            return _COUNTED
+        return "counted", self._due_after(state, plan, ts, last, totals)
 
     # ------------------------------------------------------------------- time
 
@@ -164,20 +184,32 @@ class Detector:
         """After ``observe`` counted a hit created at ``ts``: the boundary where the brand
         must next be advanced, or None when it need not be (see ``_quiet``).
         """
+        plan = self._plans.get(state.brand)
+        last = state.last_boundary_ms
+        if plan is None:
+            step = self.step_ms
+            due = ts - ts % step + step
+            return due if last is None or last + step <= due else last + step
+        quiet = state.cache.get("quiet")
+        totals = quiet[2] if quiet is not None and quiet[0] == last and quiet[1] is plan else None
+        return self._due_after(state, plan, ts, last, totals)
+
+    def _due_after(
+        self, state: BrandState, plan: BrandPlan, ts: int, last: int | None,
+        totals: list[int] | None,
+    ) -> int | None:  # fmt: skip
+        """``hit_due_ms``, given the brand's plan, last boundary and, when current, the
+        cached quiet totals (``_count`` keeps them so)."""
         step = self.step_ms
         due = ts - ts % step + step
-        last = state.last_boundary_ms
         if last is None:
             return due
         if last + step > due:
             due = last + step
-        plan = self._plans.get(state.brand)
-        if plan is None or state.incidents:
+        if state.incidents:
             return due
-        quiet = state.cache.get("quiet")
-        if quiet is not None and quiet[0] == last and quiet[1] is plan:
-            # the totals are current (_count keeps them): the common case, inlined
-            if ts < last + plan.max_window_ms and all(map(lt, quiet[2], plan.min_counts)):
+        if totals is not None:  # the common case
+            if ts < last + plan.max_window_ms and all(map(lt, totals, plan.min_counts)):
                 return None
             return due
         if _adopted(state, plan) and self._quiet(state, plan, last):

@@ -113,21 +113,18 @@ class Engine:
             stats.matched += 1
             states = self.states
             due_of = self._due
-            hit_due = detector.hit_due_ms
+            count = detector.count_post
             for match in matches:
                 brand = match.brand
                 state = states.get(brand)
                 if state is None:
                     state = states[brand] = detector.new_state(brand)
-                result = detector.observe_post(state, post, match)
+                result, due = count(state, post, match)
                 if result == "counted":
                     stats.hits += 1
-                    current = due_of.get(brand)
-                    if current is not None and current <= ts - ts % step + step:
-                        continue  # already due no later than this hit could make it
-                    due = hit_due(state, ts)
                     if due is None:
                         continue
+                    current = due_of.get(brand)
                     if current is None or due < current:
                         due_of[brand] = due
                         heapq.heappush(self._heap, (due, brand))

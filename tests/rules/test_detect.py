@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rules.detect import Detector
+from rules.detect import Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
 from rules.model import EscalateStep
-from tests.rules.detect_support import MIN, hit, keyword, ruleset, velocity
+from tests.rules.detect_support import MIN, hit, keyword, post, ruleset, velocity
 
 
 def _types(events: list) -> list[tuple[str, int, str]]:
@@ -301,3 +301,32 @@ def test_each_series_keeps_only_the_history_its_rules_read() -> None:
     # the baseline, plus the window, a minute of slack and up to a 10-minute prune interval
     assert 60 <= len(mentions) <= 60 + 10 + 1 + 10
     assert min(mentions) >= (5 * 60 - 81) * MIN
+
+
+def test_count_post_is_observe_post_then_hit_due_ms() -> None:
+    """The Engine's one-call path gives the status and due of the two-call path, through
+    late and duplicate posts, open incidents and advances."""
+    import random
+
+    from rules.model import BrandMatch
+
+    rs = ruleset(keyword(min_count=3, window_ms=2 * MIN), velocity(min_count=60, warmup_ms=0))
+    one, two = Detector(rs), Detector(rs)
+    a, b = one.new_state("acme"), two.new_state("acme")
+    rng = random.Random(7)
+    ts, seen_due, seen_none = 0, 0, 0
+    for n in range(3_000):
+        ts += rng.randrange(0, 40_000)
+        when = ts - rng.choice((0, 0, 0, 70_000))  # some late
+        p = post(rng.randrange(n + 1) if rng.random() < 0.05 else n, when, "acme")
+        match = BrandMatch("acme", ("recall",) if rng.random() < 0.2 else ())
+        got = one.count_post(a, p, match)
+        status = two.observe_post(b, p, match)
+        due = two.hit_due_ms(b, when) if status == "counted" else None
+        assert got == (status, due)
+        seen_due += due is not None
+        seen_none += status == "counted" and due is None
+        if rng.random() < 0.1:
+            assert one.advance(a, ts - MIN) == two.advance(b, ts - MIN)
+    assert seen_due > 50 and seen_none > 50  # both outcomes were compared
+    assert dump_state(a) == dump_state(b)
