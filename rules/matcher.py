@@ -157,7 +157,7 @@ _CompiledRule = tuple[str, frozenset[int] | None, Predicate]
 
 
 class _CompiledBrand:
-    __slots__ = ("exclude", "id", "languages", "mentions", "rules")
+    __slots__ = ("exclude", "id", "languages", "mentions", "rules", "rules_gate")
 
     def __init__(
         self,
@@ -172,6 +172,12 @@ class _CompiledBrand:
         self.mentions = mentions
         self.exclude = exclude
         self.rules = rules
+        gates = [gate for _, gate, _ in rules if gate is not None]
+        self.rules_gate: frozenset[int] | None = (
+            frozenset().union(*gates) if len(gates) == len(rules) else None
+        )
+        """The term ids of every keyword rule when each has a gate (``_compile_rule``):
+        a post with none of them skips the rules in one set test; None: always try."""
 
 
 class Matcher:
@@ -286,8 +292,10 @@ class Matcher:
             if brand.exclude is not None and brand.exclude(ctx):
                 continue
             rule_ids: tuple[str, ...] = ()
-            for rid, gate, pred in brand.rules:
-                if (gate is None or not gate.isdisjoint(hits)) and pred(ctx):
-                    rule_ids += (rid,)
+            gates = brand.rules_gate
+            if gates is None or not gates.isdisjoint(hits):
+                for rid, gate, pred in brand.rules:
+                    if (gate is None or not gate.isdisjoint(hits)) and pred(ctx):
+                        rule_ids += (rid,)
             out.append(BrandMatch(brand.id, rule_ids))
         return out

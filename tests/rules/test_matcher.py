@@ -259,3 +259,18 @@ def test_many_ascii_terms_switch_to_the_nfa_and_match_the_same() -> None:
         assert m.match(post(text)) == reference.match(post(text))
     assert m.match(post("term00042longish recall")) == [BrandMatch("b000", ("r",))]
     assert m.match(post("x term19999longish")) == [BrandMatch("b199", ())]
+
+
+def test_each_keyword_rule_is_tried_when_only_its_own_terms_hit() -> None:
+    """A brand's rules are skipped only when none of their terms hit: a post with just
+    the second (or a gate-less NOT) rule's term still gets that rule."""
+    m = Matcher(RuleSet((ACME,)))
+    assert m.match(post("acme website crashed again", lang="en")) == [
+        BrandMatch("acme", ("service",))
+    ]
+    assert m.match(post("acme 闪退")) == [BrandMatch("acme", ("service",))]
+    assert m.match(post("acme is fine")) == [BrandMatch("acme", ())]
+    negated = brand("neg", "neg", {"quiet": "NOT recall", "loud": "recall"})
+    m2 = Matcher(RuleSet((negated,)))
+    assert m2.match(post("neg news")) == [BrandMatch("neg", ("quiet",))]
+    assert m2.match(post("neg recall")) == [BrandMatch("neg", ("loud",))]
