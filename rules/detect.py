@@ -64,6 +64,41 @@ PRUNE_STEPS_EVERY_MS = 60_000
 """Step buckets older than the longest window are dropped this often (event time)."""
 
 
+def _first_reaching(
+    keys: list[int], counts: dict[int, int], window_ms: int, minimum: int, lo: int, hi: int,
+    step: int,
+) -> int | None:  # fmt: skip
+    """The first boundary T in ``(lo, hi]`` whose window ``[T - window_ms, T)`` holds at
+    least ``minimum`` hits of the buckets ``keys`` (ascending starts) / ``counts``.
+
+    A window count rises only where a bucket enters it, at ``T = bucket + step``; so the
+    candidates are ``lo + step`` and those, tried in order with a running sum.
+    """
+    t = lo + step
+    left = bisect_left(keys, t - window_ms)
+    right = bisect_left(keys, t)
+    total = 0
+    for i in range(left, right):
+        total += counts[keys[i]]
+    if total >= minimum:
+        return t
+    n = len(keys)
+    while right < n:
+        k = keys[right]
+        t = k + step
+        if t > hi:
+            return None
+        total += counts[k]
+        right += 1
+        start = t - window_ms
+        while keys[left] < start:  # stops at keys[right - 1] (= t - step >= start)
+            total -= counts[keys[left]]
+            left += 1
+        if total >= minimum:
+            return t
+    return None
+
+
 def _adopted(state: BrandState, plan: BrandPlan) -> bool:
     """``state`` has been brought in line with ``plan`` (see ``Detector._adopt``)."""
     return state.cache.get("plan") is plan
@@ -274,30 +309,24 @@ class Detector:
         """The first boundary in ``(lo, hi]`` where some rule's window count reaches its
         ``min_count``; None when there is none.
 
-        A window ending at a boundary in ``(a, b]`` lies in ``[a + step - window, b)``, so
-        when that span holds fewer hits than the minimum for every rule the whole range
-        is skipped; otherwise it is halved.  At one step the test is the exact count.
+        Every window ending in ``(lo, hi]`` lies in ``[lo + step - window, hi)``: a rule
+        whose span holds fewer hits than its minimum is skipped at once.  For the others
+        ``_first_reaching`` sweeps the buckets once, and a later rule need only look
+        before the earliest boundary found so far.
         """
         step = self.step_ms
-        checks = []
+        found: int | None = None
         for rp in plan.rules:
             s = state.series.get(rp.series)
-            if s is not None and s.keys:
-                checks.append((s, rp.window_ms - step, rp.min_count))
-        ranges = [(lo, hi)]
-        while ranges:
-            a, b = ranges.pop()
-            for s, reach, minimum in checks:
-                if s.window_count(a - reach, b) >= minimum:
-                    break
-            else:
-                continue  # no boundary in (a, b] can reach a minimum
-            if b - a <= step:
-                return b
-            mid = a + (b - a) // (2 * step) * step
-            ranges.append((mid, b))
-            ranges.append((a, mid))
-        return None
+            if s is None or not s.keys:
+                continue
+            end = hi if found is None else found - step
+            if end <= lo or s.window_count(lo + step - rp.window_ms, end) < rp.min_count:
+                continue
+            got = _first_reaching(s.keys, s.counts, rp.window_ms, rp.min_count, lo, end, step)
+            if got is not None:
+                found = got
+        return found
 
     def advance(self, state: BrandState, watermark_ms: int) -> list[AlertEvent]:
         """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
