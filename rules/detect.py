@@ -307,23 +307,30 @@ class Detector:
 
     def _next_candidate(self, state: BrandState, plan: BrandPlan, lo: int, hi: int) -> int | None:
         """The first boundary in ``(lo, hi]`` where some rule's window count reaches its
-        ``min_count``; None when there is none.
+        ``min_count`` past the rule's warm-up; None when there is none.  For a brand
+        with no incident open: only such a boundary can open one.
 
         Every window ending in ``(lo, hi]`` lies in ``[lo + step - window, hi)``: a rule
         whose span holds fewer hits than its minimum is skipped at once.  For the others
-        ``_first_reaching`` sweeps the buckets once, and a later rule need only look
-        before the earliest boundary found so far.
+        ``_first_reaching`` sweeps the buckets once, from the first boundary past the
+        warm-up (before it ``_holds`` is false), and a later rule need only look before
+        the earliest boundary found so far.
         """
         step = self.step_ms
+        first_hit = state.first_hit_ms
         found: int | None = None
         for rp in plan.rules:
             s = state.series.get(rp.series)
             if s is None or not s.keys:
                 continue
+            start = lo
+            if rp.warmup_ms and first_hit is not None:
+                # the first boundary T with T - first_hit >= warm-up, minus a step
+                start = max(lo, -(-(first_hit + rp.warmup_ms) // step) * step - step)
             end = hi if found is None else found - step
-            if end <= lo or s.window_count(lo + step - rp.window_ms, end) < rp.min_count:
+            if end <= start or s.window_count(start + step - rp.window_ms, end) < rp.min_count:
                 continue
-            got = _first_reaching(s.keys, s.counts, rp.window_ms, rp.min_count, lo, end, step)
+            got = _first_reaching(s.keys, s.counts, rp.window_ms, rp.min_count, start, end, step)
             if got is not None:
                 found = got
         return found

@@ -333,8 +333,9 @@ def test_count_post_is_observe_post_then_hit_due_ms() -> None:
 
 
 def test_next_candidate_is_the_first_boundary_where_a_count_reaches_its_minimum() -> None:
-    """Against brute force (every boundary in (lo, hi], every rule's exact window count)
-    on 1,500 seeded random cases: dense enough that windows often just reach a minimum."""
+    """Against brute force (every boundary in (lo, hi], every rule's exact window count,
+    past its warm-up) on 1,500 seeded random cases: dense enough that windows often
+    just reach a minimum, with and without a warm-up inside the range."""
     import random
 
     rng = random.Random(20261128)
@@ -343,13 +344,17 @@ def test_next_candidate_is_the_first_boundary_where_a_count_reaches_its_minimum(
         window_steps, min_count = rng.randint(1, 12), rng.randint(1, 6)
         rs = ruleset(
             keyword(min_count=min_count, window_ms=window_steps * step),
-            velocity(min_count=min_count + 2, window_ms=(window_steps + 3) * step),
+            velocity(
+                min_count=min_count + 2,
+                window_ms=(window_steps + 3) * step,
+                warmup_ms=rng.choice((0, rng.randint(0, 400) * 1_000)),
+            ),
         )
         d = Detector(rs, step_ms=step)
         s = d.new_state("acme")
         for n in range(rng.randint(0, 60)):
             recall = ("recall",) if rng.random() < 0.5 else ()
-            d.observe(s, hit(n, rng.randint(0, 600_000), *recall))
+            d.observe(s, hit(n, rng.randint(0, 600) * 1_000, *recall))
         plan = d._plans["acme"]
         lo = rng.randint(0, 60) * step
         hi = lo + rng.randint(0, 40) * step
@@ -358,6 +363,7 @@ def test_next_candidate_is_the_first_boundary_where_a_count_reaches_its_minimum(
             if any(
                 (series := s.series.get(rp.series)) is not None
                 and series.window_count(t - rp.window_ms, t) >= rp.min_count
+                and t - (s.first_hit_ms or 0) >= rp.warmup_ms
                 for rp in plan.rules
             ):
                 want = t
@@ -365,3 +371,15 @@ def test_next_candidate_is_the_first_boundary_where_a_count_reaches_its_minimum(
         assert d._next_candidate(s, plan, lo, hi) == want, (lo, hi)
         found += want is not None
     assert found > 500  # most cases have an answer to get right
+
+
+def test_next_candidate_skips_a_velocity_rules_warm_up_to_the_boundary_it_ends_on() -> None:
+    """Counts reach the minimum from 10 s on, but the rule can open only once
+    ``T - first hit >= warm-up``: exactly at 30 s here, not a step later."""
+    rs = ruleset(velocity(min_count=2, window_ms=MIN, warmup_ms=30_000, ratio=1.0))
+    d = Detector(rs, step_ms=10_000)
+    s = d.new_state("acme")
+    for n in range(4):
+        d.observe(s, hit(n, n * 1_000))
+    assert d._next_candidate(s, d._plans["acme"], 0, 100_000) == 30_000
+    assert [(e.type, e.time_ms) for e in d.advance(s, 100_000)] == [(OPENED, 30_000)]
