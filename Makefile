@@ -20,7 +20,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy rules streams connectors
+	$(BIN)/mypy rules streams connectors bench
 
 test: setup lint typecheck
 	@bash scripts/ensure-prometheus.sh

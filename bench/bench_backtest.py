@@ -8,7 +8,11 @@ stream (JSON Lines in memory), then measures on one core, in the same run:
 - backtest: decode + match + windows + incidents (``Engine.process``), as
   ``crisiswatch backtest`` does minus file I/O
 
-Usage: ``.venv/bin/python bench/bench_backtest.py [--quick] [--posts N]``
+Each phase runs ``--repeat`` times (default 3, alternating phases, a fresh Engine
+each time); the median and the best are reported, and the target is judged on the
+median: other tenants of a shared machine move a single pass by +-15%.
+
+Usage: ``.venv/bin/python bench/bench_backtest.py [--quick] [--posts N] [--repeat N]``
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -99,7 +104,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run (20,000 posts)")
     parser.add_argument("--posts", type=int, default=300_000)
     parser.add_argument("--brands", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="passes of each phase (3)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     n_posts = 20_000 if args.quick else args.posts
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.brands):
@@ -122,24 +130,42 @@ def measure(
     n_posts: int,
     load_s: float,
 ) -> int:
-    started = time.process_time()
-    for line in lines:
-        decode_post(line)
-    decode_s = time.process_time() - started
+    def decode_only() -> None:
+        for line in lines:
+            decode_post(line)
 
-    started = time.process_time()
-    for line in lines:
-        matcher.match(decode_post(line))
-    match_s = time.process_time() - started
+    def decode_match() -> None:
+        for line in lines:
+            matcher.match(decode_post(line))
 
-    engine = Engine(rules, matcher=matcher)
-    started = time.process_time()
-    events = 0
-    for line in lines:
-        events += len(engine.process(decode_post(line)))
-    events += len(engine.finish())
-    full_s = time.process_time() - started
+    engines: list[Engine] = []
+    counted: list[int] = []
 
+    def full_path() -> None:
+        engine = Engine(rules, matcher=matcher)
+        events = 0
+        for line in lines:
+            events += len(engine.process(decode_post(line)))
+        events += len(engine.finish())
+        engines[:] = [engine]
+        counted.append(events)
+
+    times: dict[str, list[float]] = {"decode": [], "match": [], "full": []}
+    for i in range(args.repeat):
+        for name, phase in (("decode", decode_only), ("match", decode_match), ("full", full_path)):
+            engines.clear()  # the last pass's brand states are freed outside the clock
+            started = time.process_time()
+            phase()
+            times[name].append(time.process_time() - started)
+        print(f"pass {i + 1}/{args.repeat}: full path {n_posts / times['full'][-1]:,.0f} posts/s",
+              file=sys.stderr)  # fmt: skip
+    if len(set(counted)) != 1:
+        msg = f"passes disagree on the events: {counted}"
+        raise SystemExit(msg)
+    engine, events = engines[0], counted[0]
+    decode_s = statistics.median(times["decode"])
+    match_s = statistics.median(times["match"])
+    full_s = statistics.median(times["full"])
     st = engine.stats
     span_h = (engine.max_seen_ms or T0) - T0
     print(
@@ -152,13 +178,16 @@ def measure(
         f"matched {st.matched:,}; events {events:,} "
         f"{ {k.rsplit('.', 1)[1]: v for k, v in st.events.items()} }"
     )
-    print(f"baseline decode only : {n_posts / decode_s:>10,.0f} posts/s")
-    print(f"decode + match       : {n_posts / match_s:>10,.0f} posts/s")
-    print(f"backtest full path   : {n_posts / full_s:>10,.0f} posts/s")
+    print(f"passes of each phase : {args.repeat} (median, then best)")
+    for label, key in (("baseline decode only", "decode"), ("decode + match", "match"),
+                       ("backtest full path", "full")):  # fmt: skip
+        median, best = statistics.median(times[key]), min(times[key])
+        print(f"{label:21s}: {n_posts / median:>10,.0f} posts/s  (best {n_posts / best:,.0f})")
     print(f"detector share       : {(full_s - match_s) / full_s:>10.0%} of the full path's time")
     print(f"ratio full/decode    : {decode_s / full_s:>10.2f}")
     target = 50_000
-    print(f"target >= {target:,} posts/s: {'met' if n_posts / full_s >= target else 'NOT met'}")
+    verdict = "met" if n_posts / full_s >= target else "NOT met"
+    print(f"target >= {target:,} posts/s (median pass): {verdict}")
     return 0
 
 
