@@ -221,16 +221,12 @@ class Detector:
         """
         plan = self._plans.get(state.brand)
         last = state.last_boundary_ms
-        if plan is None:
-            step = self.step_ms
-            due = ts - ts % step + step
-            return due if last is None or last + step <= due else last + step
         quiet = state.cache.get("quiet")
         totals = quiet[2] if quiet is not None and quiet[0] == last and quiet[1] is plan else None
         return self._due_after(state, plan, ts, last, totals)
 
     def _due_after(
-        self, state: BrandState, plan: BrandPlan, ts: int, last: int | None,
+        self, state: BrandState, plan: BrandPlan | None, ts: int, last: int | None,
         totals: list[int] | None,
     ) -> int | None:  # fmt: skip
         """``hit_due_ms``, given the brand's plan, last boundary and, when current, the
@@ -241,7 +237,7 @@ class Detector:
             return due
         if last + step > due:
             due = last + step
-        if state.incidents:
+        if plan is None or state.incidents:
             return due
         if totals is not None:  # the common case
             if ts < last + plan.max_window_ms and all(map(lt, totals, plan.min_counts)):
