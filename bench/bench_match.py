@@ -123,9 +123,9 @@ def automaton_walk(matcher: Matcher, texts: list[str], kind: str) -> float:
 
     ``kind``: pyahocorasick over code points (``py-str``) or over UTF-8 bytes carried
     as latin-1 (``py-utf8``); an ahocorasick-rs NFA over UTF-8 bytes (``rs-utf8``);
-    or what the Matcher runs (``matcher``: an ahocorasick-rs DFA of the ASCII terms
-    for ASCII text, else Hyperscan over UTF-8, match callbacks included).  Encoding
-    included; CPU time, like ``posts_per_s``.
+    or what the Matcher runs (``matcher``: for ASCII text the ASCII terms' automaton,
+    else its UTF-8 search: a DFA, or Hyperscan with its match callbacks when the terms
+    are many).  Encoding included; CPU time, like ``posts_per_s``.
     """
     terms = sorted({key[0] for key in matcher._term_ids})
     inputs = [(t + " ")[:-1] for t in texts]  # fresh strings: no cached UTF-8 form
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "| automaton walk only | pyahocorasick, code points | pyahocorasick, UTF-8 "
-        "| ahocorasick-rs NFA, UTF-8 | as the matcher: rs DFA (ASCII) / Hyperscan (other) |"
+        "| ahocorasick-rs NFA, UTF-8 | as the matcher (ASCII automaton / UTF-8 search) |"
     )
     print("|---|---|---|---|---|")
     kinds = ("py-str", "py-utf8", "rs-utf8", "matcher")

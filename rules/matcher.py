@@ -3,10 +3,11 @@
 Every term of every brand goes into one multi-pattern search over normalised
 text, so the cost per post grows with the post's length, not with the number
 of rules: an ASCII post is searched for the ASCII terms by an ahocorasick-rs
-DFA (an NFA when the terms are many), any other post for every term over its
-UTF-8 bytes by Hyperscan's literal matcher (see ``_TermFinder`` and
-BENCHMARKS.md).  Word boundaries are checked only for the hits, and only for
-Latin-script term ends; CJK terms are substrings.
+DFA, any other post for every term over its UTF-8 bytes by a second DFA; when
+the terms are many (the DFAs' memory grows with them) by an NFA and Hyperscan's
+literal matcher instead (see ``_TermFinder`` and BENCHMARKS.md).  Word boundaries
+are checked only for the hits, and only for Latin-script term ends; CJK terms are
+substrings.
 
 Boolean structure is then evaluated only for brands one of whose ``mentions``
 terms hit, plus the brands whose ``mentions`` query can be true without any
@@ -30,9 +31,12 @@ from rules.query_eval import Predicate, QueryContext, compile_query, prepare_tex
 _Entries = tuple[tuple[int, bool, bool], ...]
 
 _DFA_MAX_PATTERN_BYTES = 250_000
-"""Up to this many bytes of ASCII terms the ASCII automaton is a DFA (~1.5x faster
-than the NFA on English posts), above it an NFA: the DFA takes ~250 bytes of memory
-per pattern byte (28 MB for the benchmark's 19,000 ASCII terms, 115 kB)."""
+"""Up to this many bytes of terms an automaton is an ahocorasick-rs DFA (~1.5x faster
+than the NFA on English posts; ~2.5x faster than Hyperscan with its per-match Python
+callback on the backtest benchmark's Chinese posts), above it the ASCII automaton is an
+NFA and the UTF-8 search is Hyperscan's: a DFA takes ~250 bytes of memory per pattern
+byte (28 MB for the match benchmark's 19,000 ASCII terms, 115 kB).  The ASCII and the
+UTF-8 automaton are sized separately."""
 
 _WORD_BYTES = frozenset(ord(c) for c in WORD_CHARS if c.isascii())
 
@@ -68,14 +72,16 @@ class _TermFinder:
     """The automata, and the terms behind each of their patterns.
 
     ASCII text (most English posts) is searched for the ASCII terms by
-    ahocorasick-rs, a DFA when small enough.  Other text is searched as UTF-8
-    by Hyperscan's literal matcher (every overlapping match, ~2x faster than an
-    Aho-Corasick NFA on Chinese: see BENCHMARKS.md); Hyperscan takes
-    NUL-terminated literals, so the rare terms with a NUL go to a small
-    ahocorasick-rs automaton instead.
+    ahocorasick-rs, a DFA when small enough.  Other text is searched as UTF-8 for
+    every term: by an ahocorasick-rs DFA when small enough (one C call returns
+    every overlapping match), else by Hyperscan's literal matcher (~2x faster than
+    an Aho-Corasick NFA on Chinese: see BENCHMARKS.md).  Hyperscan takes
+    NUL-terminated literals, so with it the rare terms with a NUL go to a small
+    ahocorasick-rs automaton.
     """
 
-    __slots__ = ("_ascii", "_ascii_entries", "_db", "_entries", "_lengths", "_nul", "_scratch")
+    __slots__ = ("_ascii", "_ascii_entries", "_db", "_entries", "_lengths", "_nul", "_scratch",
+                 "_utf8_dfa")  # fmt: skip
 
     def __init__(self, by_key: dict[str, list[tuple[int, bool, bool]]]) -> None:
         keys = sorted(by_key)
@@ -92,17 +98,30 @@ class _TermFinder:
         self._entries = tuple(tuple(by_key[k.decode()]) for k in plain + nul)
         self._lengths = tuple(len(k) for k in plain + nul)
         self._db: hyperscan.Database | None = None
+        self._nul: tuple[int, ahocorasick_rs.BytesAhoCorasick] | None = None
+        self._scratch = threading.local()
+        """Hyperscan scratch space, one per thread (a scan releases the GIL)."""
+        self._utf8_dfa: ahocorasick_rs.BytesAhoCorasick | None = None
+        if plain + nul and sum(map(len, plain + nul)) <= _DFA_MAX_PATTERN_BYTES:
+            # pattern ids as those of _entries: plain, then nul
+            self._utf8_dfa = ahocorasick_rs.BytesAhoCorasick(
+                plain + nul, implementation=ahocorasick_rs.Implementation.DFA
+            )
+            return
         if plain:
             self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             self._db.compile(
                 expressions=plain, ids=list(range(len(plain))), elements=len(plain), literal=True
             )
         self._nul = (len(plain), ahocorasick_rs.BytesAhoCorasick(nul)) if nul else None
-        self._scratch = threading.local()
-        """Hyperscan scratch space, one per thread (a scan releases the GIL)."""
 
     def _utf8_matches(self, enc: bytes) -> list[tuple[int, int]]:
         """(pattern id, end byte) of every match in UTF-8 ``enc``."""
+        if self._utf8_dfa is not None:
+            return [
+                (pattern, end)
+                for pattern, _, end in self._utf8_dfa.find_matches_as_indexes(enc, overlapping=True)
+            ]
         found: list[tuple[int, int]] = []
         if self._db is not None:
             scratch = getattr(self._scratch, "space", None)
@@ -140,9 +159,13 @@ class _TermFinder:
         enc = text.encode()
         n = len(enc)
         entries = self._entries
-        lengths = self._lengths
-        for pattern, end in self._utf8_matches(enc):
-            start = end - lengths[pattern]
+        found_utf8: list[tuple[int, int, int]]
+        if self._utf8_dfa is not None:
+            found_utf8 = self._utf8_dfa.find_matches_as_indexes(enc, overlapping=True)
+        else:
+            lengths = self._lengths
+            found_utf8 = [(p, end - lengths[p], end) for p, end in self._utf8_matches(enc)]
+        for pattern, start, end in found_utf8:
             for tid, start_b, end_b in entries[pattern]:
                 if start_b and start and _word_before(enc, start):
                     continue

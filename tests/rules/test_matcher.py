@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import rules.matcher as matcher_module
 from rules.match_reference import ReferenceMatcher
 from rules.matcher import Matcher
 from rules.model import Author, Brand, BrandMatch, KeywordRule, Post, RuleSet
@@ -215,6 +219,18 @@ def queries(draw: st.DrawFn, depth: int = 0) -> str:
 _TEXT_PIECES = [*_WORDS, "#acme", "@acme", "acmeburger", "pineacme", " ", ", ", "的", "x", "\n"]
 
 
+def matcher_with(rules: RuleSet, automata: str) -> Matcher:
+    """A Matcher whose UTF-8 search is the DFA (``dfa``, small rule sets) or, as for
+    large ones, the ASCII NFA and Hyperscan (``nfa+hyperscan``)."""
+    limit = matcher_module._DFA_MAX_PATTERN_BYTES if automata == "dfa" else 0
+    with patch.object(matcher_module, "_DFA_MAX_PATTERN_BYTES", limit):
+        m = Matcher(rules)
+    if m._finder is not None:
+        assert (m._finder._utf8_dfa is not None) == (automata == "dfa")
+    return m
+
+
+@pytest.mark.parametrize("automata", ["dfa", "nfa+hyperscan"])
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(queries(), min_size=1, max_size=4),
@@ -223,30 +239,33 @@ _TEXT_PIECES = [*_WORDS, "#acme", "@acme", "acmeburger", "pineacme", " ", ", ", 
     st.integers(0, 10),
 )
 def test_matcher_agrees_with_reference(
-    mentions: list[str], texts: list[list[str]], lang: str | None, followers: int
+    automata: str, mentions: list[str], texts: list[list[str]], lang: str | None, followers: int
 ) -> None:
     brands = tuple(
         brand(f"b{i}", q, {"r1": mentions[(i + 1) % len(mentions)], "r2": f"NOT ({q})"})
         for i, q in enumerate(mentions)
     )
     rules = RuleSet(brands)
-    fast, slow = Matcher(rules), ReferenceMatcher(rules)
+    fast, slow = matcher_with(rules, automata), ReferenceMatcher(rules)
     for parts in texts:
         p = post("".join(parts), lang=lang, followers=followers, handle="kim")
         assert fast.match(p) == slow.match(p)
 
 
-def test_terms_with_a_nul_byte_are_matched_exactly() -> None:
-    # Hyperscan takes NUL-terminated literals: such terms go to a separate automaton
-    assert one('"ab\x00cd"', "zz ab\x00cd yy")
-    assert not one('"ab\x00cd"', "zz abcd yy")
-    assert one("召回\x00x", "yy 召回\x00x")
-    assert not one("召回\x00x", "yy 召回x")
+@pytest.mark.parametrize("automata", ["dfa", "nfa+hyperscan"])
+def test_terms_with_a_nul_byte_are_matched_exactly(automata: str) -> None:
+    # Hyperscan takes NUL-terminated literals: with it such terms go to a separate automaton
+    def hit(query: str, text: str) -> bool:
+        rules = RuleSet((brand("b", f"{query} OR 品牌"),))
+        return matcher_with(rules, automata).match(post(text)) != []
+
+    assert hit('"ab\x00cd"', "zz ab\x00cd yy 的")
+    assert not hit('"ab\x00cd"', "zz abcd yy 的")
+    assert hit("召回\x00x", "yy 召回\x00x")
+    assert not hit("召回\x00x", "yy 召回x")
 
 
 def test_many_ascii_terms_switch_to_the_nfa_and_match_the_same() -> None:
-    import rules.matcher as matcher_module
-
     words = [f"term{i:05d}longish" for i in range(20_000)]  # ~300 kB of ASCII terms
     assert sum(map(len, words)) > matcher_module._DFA_MAX_PATTERN_BYTES
     brands = tuple(
