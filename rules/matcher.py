@@ -62,10 +62,16 @@ def _word_after(enc: bytes, i: int) -> bool:
 
 
 def _collect(
-    pattern: int, _start: int, end: int, _flags: int, found: list[tuple[int, int]]
+    pattern: int,
+    _start: int,
+    end: int,
+    _flags: int,
+    context: tuple[list[tuple[int, int, int]], tuple[int, ...]],
 ) -> None:
-    """Hyperscan match callback: appends (pattern id, end byte) to ``found``."""
-    found.append((pattern, end))
+    """Hyperscan match callback: appends (pattern id, start byte, end byte) to the found
+    list of ``context`` (``(found, pattern lengths)``: without SOM, Hyperscan gives no start)."""
+    found, lengths = context
+    found.append((pattern, end - lengths[pattern], end))
 
 
 class _TermFinder:
@@ -115,26 +121,25 @@ class _TermFinder:
             )
         self._nul = (len(plain), ahocorasick_rs.BytesAhoCorasick(nul)) if nul else None
 
-    def _utf8_matches(self, enc: bytes) -> list[tuple[int, int]]:
-        """(pattern id, end byte) of every match in UTF-8 ``enc``."""
+    def _utf8_matches(self, enc: bytes) -> list[tuple[int, int, int]]:
+        """(pattern id, start byte, end byte) of every match in UTF-8 ``enc``."""
         if self._utf8_dfa is not None:
-            return [
-                (pattern, end)
-                for pattern, _, end in self._utf8_dfa.find_matches_as_indexes(enc, overlapping=True)
-            ]
-        found: list[tuple[int, int]] = []
+            return self._utf8_dfa.find_matches_as_indexes(enc, overlapping=True)
+        found: list[tuple[int, int, int]] = []
         if self._db is not None:
             scratch = getattr(self._scratch, "space", None)
             if scratch is None:
                 scratch = self._scratch.space = hyperscan.Scratch(self._db)
-            # the stub types the context as object; _collect is only ever given ``found``
+            # the stub types the context as object; _collect is only ever given this pair
             handler: Any = _collect
-            self._db.scan(enc, match_event_handler=handler, context=found, scratch=scratch)
+            self._db.scan(
+                enc, match_event_handler=handler, context=(found, self._lengths), scratch=scratch
+            )
         if self._nul is not None:
             offset, automaton = self._nul
             found.extend(
-                (offset + pattern, end)
-                for pattern, _, end in automaton.find_matches_as_indexes(enc, overlapping=True)
+                (offset + pattern, start, end)
+                for pattern, start, end in automaton.find_matches_as_indexes(enc, overlapping=True)
             )
         return found
 
@@ -159,13 +164,7 @@ class _TermFinder:
         enc = text.encode()
         n = len(enc)
         entries = self._entries
-        found_utf8: list[tuple[int, int, int]]
-        if self._utf8_dfa is not None:
-            found_utf8 = self._utf8_dfa.find_matches_as_indexes(enc, overlapping=True)
-        else:
-            lengths = self._lengths
-            found_utf8 = [(p, end - lengths[p], end) for p, end in self._utf8_matches(enc)]
-        for pattern, start, end in found_utf8:
+        for pattern, start, end in self._utf8_matches(enc):
             for tid, start_b, end_b in entries[pattern]:
                 if start_b and start and _word_before(enc, start):
                     continue
