@@ -26,7 +26,7 @@ from rules.model import Hit
 from streams.codecs import Tick, encode_batch
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
-from streams.stages import MatchStage, Record, partition_for
+from streams.stages import MatchStage, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,7 @@ class MatchLoop:
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]
     ) -> None:
-        records = [
-            Record(r.topic, r.partition, r.offset, r.key, r.value)
-            for recs in batches.values()
-            for r in recs
-        ]
+        records = [r for recs in batches.values() for r in recs]
         out = self.stage.process(records)
         offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
         n = self.settings.partitions

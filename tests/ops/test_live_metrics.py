@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from connectors.metrics import ConnectorMetrics
-from streams.metrics import WorkerMetrics
+from streams.metrics import BatchHistogram, WorkerMetrics
 from tests.ops.known import CONNECTOR_METRICS, WORKER_METRICS
 from tests.ops.promserver import PrometheusServer, free_port, require_promtool, running_prometheus
 from tests.ops.test_grafana import ALL_EXPRS
@@ -46,7 +46,22 @@ WINDOW = "15s"  # replaces $__rate_interval: several scrapes at SCRAPE_S
 
 
 def _collectors(obj: object) -> list[Any]:
-    return [m for m in vars(obj).values() if hasattr(m, "_labelnames")]
+    return [
+        _Batch(m) if isinstance(m, BatchHistogram) else m
+        for m in vars(obj).values()
+        if hasattr(m, "_labelnames") or isinstance(m, BatchHistogram)
+    ]
+
+
+class _Batch:
+    """A ``BatchHistogram`` seen as the prometheus-client metrics are above."""
+
+    _type = "histogram"
+    _labelnames = ()
+
+    def __init__(self, hist: BatchHistogram) -> None:
+        self._name = hist.name
+        self.observe = hist.observe
 
 
 def _exposed_name(metric: Any) -> str:
