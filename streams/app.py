@@ -37,7 +37,7 @@ from streams.matchloop import MatchLoop
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.settings import Settings
-from streams.stages import DetectOutput, DetectStage, MatchStage, Record
+from streams.stages import DetectOutput, DetectStage, MatchStage
 from streams.topics import changelog_topic
 from streams.web import install_views
 
@@ -50,6 +50,8 @@ STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
 SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
+FULL_GC_S = 600.0
+"""How often every object is collected (between, each write-back freezes what it kept)."""
 TRIM_HEAP_S = 30.0
 """How often the worker returns the C heap's free pages to the system."""
 ROCKSDB_OPTIONS = {
@@ -217,36 +219,36 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # post ids are dropped), and a busy brand is serialised once per interval (2 s by
         # default), not once per batch.
         last_flush = time.monotonic()
-        async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
-            records = [
-                Record(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in events
-            ]
-            epoch = unflushed.epoch
-            out = DetectOutput()
-            # a long batch (a watermark jump advances every brand) runs in slices, and the
-            # match stage and the producer get the event loop in between
-            for _ in detect_stage.steps(records, out, _Slice(SLICE_S)):
-                await send_alerts(out.events)
-                out.events.clear()
-                await asyncio.sleep(0)
+        writer: asyncio.Task[None] | None = None
+        try:
+            async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+                epoch = unflushed.epoch
+                out = DetectOutput()
+                # a long batch (a watermark jump advances every brand) runs in slices, and
+                # the match stage and the producer get the event loop in between
+                messages = [e.message for e in events]
+                for _ in detect_stage.steps(messages, out, _Slice(SLICE_S)):
+                    await send_alerts(out.events)
+                    out.events.clear()
+                    await asyncio.sleep(0)
+                    if unflushed.epoch != epoch:
+                        break
                 if unflushed.epoch != epoch:
-                    break
-            if unflushed.epoch != epoch:
-                continue  # partitions revoked meanwhile: the next owner replays the batch
-            await send_alerts(out.events)
-            for brand, index in out.dirty.items():
-                unflushed.dirty[brand] = events[index]
-            unflushed.events.extend(events)
-            if time.monotonic() - last_flush >= settings.state_flush_s:
-                await flush_states(stream)
-                last_flush = time.monotonic()
+                    continue  # partitions revoked meanwhile: the next owner replays the batch
+                await send_alerts(out.events)
+                for brand, index in out.dirty.items():
+                    unflushed.dirty[brand] = events[index]
+                unflushed.events.extend(events)
+                if writer is not None and writer.done():
+                    writer.result()  # a write-back that raised fails the agent, loudly
+                    writer = None
+                if writer is None and time.monotonic() - last_flush >= settings.state_flush_s:
+                    # the write-back runs beside the agent, which goes on detecting
+                    writer = asyncio.create_task(write_back(stream, *unflushed.take()))
+                    last_flush = time.monotonic()
+        finally:
+            if writer is not None:
+                writer.cancel()
 
     async def send_alerts(events: list[AlertEvent]) -> None:
         now = _now_ms()
@@ -264,13 +266,25 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 ev.incident_id,
             )
 
-    async def flush_states(stream: faust.Stream) -> None:
+    async def write_back(
+        stream: faust.Stream, dirty: dict[str, Any], events: list[Any], epoch: int
+    ) -> None:
+        """Write the states of ``dirty`` brands to the table, then ack ``events``.
+
+        Runs as a task beside the detect agent, in slices: a write-back of every
+        brand takes a few hundred milliseconds at full load, and the alerts in
+        flight no longer wait for it.  A state written here may already include
+        batches processed after ``events`` (their alerts were sent first); a
+        restart replays those batches over it, and the detector drops the hits it
+        has already counted (by post id) as it does after any restart.
+        """
         buffer = app.producer.buffer
         while buffer.size:  # the previous write-back is still leaving
             await buffer.flush()
-        epoch = unflushed.epoch
         pause = _Slice(SLICE_S)
-        for brand, event in list(unflushed.dirty.items()):
+        for brand, event in dirty.items():
+            if unflushed.epoch != epoch:
+                return  # revoked meanwhile: the new owner replays the unacked events
             if brand not in detect_stage.states:
                 continue
             # the changelog partition is the current event's: use one of the brand's own
@@ -280,14 +294,15 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             finally:
                 _current_event.reset(token)
             detect_stage.update_gauges((brand,))
-            if pause():  # a write-back of every brand (after a catch-up) takes a while
+            if pause():
                 await asyncio.sleep(0)
-                if unflushed.epoch != epoch:
-                    return  # revoked meanwhile: the new owner replays the unacked events
-        pending, unflushed.events = unflushed.events, []
-        unflushed.dirty.clear()
-        for event in pending:
+        if unflushed.epoch != epoch:
+            return
+        for event in events:
             await stream.ack(event)
+        # the states made since the last write-back are long-lived: out of the
+        # collector's way, so a full collection does not scan every brand's windows
+        gc.freeze()
 
     @app.timer(settings.tick_interval_s)
     async def tick_when_quiet() -> None:
@@ -303,6 +318,13 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 # the previous rule set was frozen: collect it, freeze the new one
                 gc.unfreeze()
                 freeze_long_lived()
+
+    @app.timer(FULL_GC_S)
+    async def full_gc() -> None:
+        # frozen objects are freed by reference counting, but cycles among them only
+        # by a full collection over everything: one pause every FULL_GC_S
+        gc.unfreeze()
+        freeze_long_lived()
 
     @app.timer(TRIM_HEAP_S)
     async def trim_heap() -> None:
@@ -385,6 +407,12 @@ class _Unflushed:
     """Events processed but not yet acked."""
     epoch: int = 0
     """Incremented when partitions are revoked (work in progress is then dropped)."""
+
+    def take(self) -> tuple[dict[str, Any], list[Any], int]:
+        """The changes so far, for one write-back; collection starts afresh."""
+        dirty, events = self.dirty, self.events
+        self.dirty, self.events = {}, []
+        return dirty, events, self.epoch
 
 
 class _Slice:
