@@ -48,6 +48,7 @@ BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.01
 STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
+PRODUCER_BATCH_BYTES = 512 * 1024
 SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
 FULL_GC_S = 600.0
@@ -124,6 +125,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         topic_disable_leader=True,
         processing_guarantee="at_least_once",
         producer_acks=-1,
+        # state write-backs: one request carries up to this much per changelog partition
+        # (aiokafka has one request in flight per broker; 16 kB batches made a write-back
+        # of a thousand brands take seconds to leave)
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         consumer_metadata_max_age_ms=5_000,
@@ -159,7 +164,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     matches = raw_topic(settings.topic("matches"), internal=True)
     alerts = raw_topic(settings.topic("alerts"))
-    dlq = raw_topic(settings.topic("posts.dlq"))
+    raw_topic(settings.topic("posts.dlq"))  # declared here; the match loop sends to it
     table = app.Table(
         "brand_state",
         options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
@@ -183,20 +188,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     detect_stage = DetectStage(rules, metrics, partitions=n, load=load_state, now_ms=_now_ms)
     sender = f"{settings.app_id}:{uuid.uuid4().hex[:8]}"
 
-    async def send_matches(partition: int, value: bytes) -> Any:
-        return await matches.send(key=None, value=value, partition=partition)
-
-    async def send_dead(key: bytes | None, value: bytes) -> Any:
-        return await dlq.send(key=key, value=value)
-
-    match_loop = MatchLoop(
-        settings,
-        match_stage,
-        metrics,
-        send_matches=send_matches,
-        send_dead=send_dead,
-        sender=sender,
-    )
+    match_loop = MatchLoop(settings, match_stage, metrics, sender=sender)
 
     @app.task
     async def run_match_loop() -> None:

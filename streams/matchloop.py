@@ -6,21 +6,27 @@ faust's per-message machinery cost more than matching itself.  Each batch
 becomes ONE record per matches partition, holding that partition's hits and
 then the watermark tick, so the detector sees hits before the tick that
 covers them.  Offsets are committed only after every record of the batch
-(matches and dead letters) is acknowledged: at-least-once, and the detector
-drops repeated post ids.
+(matches and dead letters) is acknowledged, in order, while the next batch is
+matched: at-least-once, and the detector drops repeated post ids.
+
+The stage sends with a producer of its own.  aiokafka keeps one request in
+flight per broker, so on the app's producer every matches record waited behind
+the state write-backs (hundreds of kilobytes of changelog every few seconds),
+and the detect stage, and the alerts, waited for the matches records.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from rules.model import Hit
 from streams.codecs import Tick, encode_batch
@@ -31,7 +37,8 @@ from streams.stages import MatchStage, partition_for
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
-SendFn = Callable[..., Awaitable[Awaitable[Any]]]
+PRODUCER_BATCH_BYTES = 256 * 1024
+"""A matches record holds a whole batch's hits for one partition (tens of kilobytes)."""
 
 
 def _now_ms() -> int:
@@ -47,24 +54,24 @@ class MatchLoop:
         stage: MatchStage,
         metrics: WorkerMetrics,
         *,
-        send_matches: SendFn,
-        send_dead: SendFn,
         sender: str,
     ) -> None:
         self.settings = settings
         self.stage = stage
         self.metrics = metrics
-        self.send_matches = send_matches
-        """``await send_matches(partition, value)`` -> awaitable acknowledgement."""
-        self.send_dead = send_dead
-        """``await send_dead(key, value)`` -> awaitable acknowledgement."""
         self.sender = sender
         self.topic = settings.topic("posts")
+        self.matches_topic = settings.topic("matches")
+        self.dead_topic = settings.topic("posts.dlq")
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
         self.next_offset: dict[int, int] = {}
+        self._pending: asyncio.Future[None] | None = None
+        """The previous batch's acknowledgements and offset commit, still in flight."""
 
     async def run(self) -> None:
+        security = self.settings.security.aiokafka_kwargs()
         consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -74,19 +81,45 @@ class MatchLoop:
             auto_offset_reset="earliest",
             max_poll_records=BATCH_MAX,
             metadata_max_age_ms=5_000,
-            **self.settings.security.aiokafka_kwargs(),
+            **security,
         )
-        await consumer.start()
-        self.consumer = consumer
-        log.info("match stage consuming %s", self.topic)
-        try:
-            while True:
-                batches = await consumer.getmany(timeout_ms=100, max_records=BATCH_MAX)
-                if batches:
-                    await self._process(consumer, batches)
-        finally:
-            self.consumer = None
-            await consumer.stop()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=f"{self.sender}-match",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            metadata_max_age_ms=5_000,
+            **security,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            self.consumer, self.producer = consumer, producer
+            log.info("match stage consuming %s", self.topic)
+            try:
+                while True:
+                    batches = await consumer.getmany(timeout_ms=100, max_records=BATCH_MAX)
+                    if batches:
+                        await self._process(consumer, batches)
+            finally:
+                pending, self._pending = self._pending, None
+                if pending is not None:
+                    with contextlib.suppress(Exception):
+                        await pending  # the last batch's commit
+                self.consumer = self.producer = None
+
+    async def send_matches(self, partition: int, value: bytes) -> Awaitable[Any]:
+        """Send one matches record; returns its acknowledgement (awaitable)."""
+        assert self.producer is not None
+        return await self.producer.send(self.matches_topic, value=value, partition=partition)
+
+    async def send_dead(self, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        assert self.producer is not None
+        return await self.producer.send(self.dead_topic, value=value, key=key)
 
     async def _process(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]
@@ -103,6 +136,8 @@ class MatchLoop:
             by_partition: dict[int, list[Hit]] = {}
             for hit in out.hits:
                 by_partition.setdefault(partition_for(hit.brand, n), []).append(hit)
+            # one producer, so a partition's records stay in order: a tick sent now
+            # follows the hits of every earlier batch, acknowledged or not
             acks = [
                 await self.send_matches(q, encode_batch(by_partition.get(q, []), tick))
                 for q in range(n)
@@ -110,10 +145,33 @@ class MatchLoop:
             acks += [
                 await self.send_dead(key, orjson.dumps(dead)) for key, dead in out.dead_letters
             ]
-            await asyncio.gather(*acks)  # acknowledged before the posts' offsets are committed
+        # the acknowledgements and the offset commit (two round trips) overlap the next
+        # batch; the commits stay in order, each after its batch's records are acknowledged
+        confirm = asyncio.ensure_future(self._confirm(consumer, acks, offsets, self._pending))
+        previous, self._pending = self._pending, confirm
+        if previous is not None:
+            await previous  # at most one batch in flight; raises if its sends failed
+
+    async def _confirm(
+        self,
+        consumer: AIOKafkaConsumer,
+        acks: list[Awaitable[Any]],
+        offsets: dict[TopicPartition, int],
+        previous: asyncio.Future[None] | None,
+    ) -> None:
+        """Commit ``offsets`` once every record of their batch is acknowledged (and the
+        previous batch's commit is done)."""
+        await asyncio.gather(*acks)
+        if previous is not None:
+            await previous
+        # partitions revoked since the batch was read are the new owner's to commit
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
         try:
             await consumer.commit(offsets)
-        except CommitFailedError:
+        except (CommitFailedError, IllegalStateError):
             # the group rebalanced meanwhile: the new owner re-reads these posts, and
             # the detector drops the repeated post ids
             log.warning("offset commit failed after a rebalance; posts will be re-read")
