@@ -200,12 +200,17 @@ class RuleSet:
     brands: tuple[Brand, ...]
     digest: str = ""
     """A hash of the rule files' content; changes whenever a rule changes."""
+    by_id: dict[str, Brand] = field(init=False, repr=False, compare=False, hash=False)
+    """Brand id -> brand (``brand`` was a scan over all brands: 30 µs with 1,000)."""
+
+    def __post_init__(self) -> None:
+        by_id: dict[str, Brand] = {}
+        for b in self.brands:
+            by_id.setdefault(b.id, b)  # the first of a repeated id, as the scan found
+        object.__setattr__(self, "by_id", by_id)
 
     def brand(self, brand_id: str) -> Brand:
-        for b in self.brands:
-            if b.id == brand_id:
-                return b
-        raise KeyError(brand_id)
+        return self.by_id[brand_id]
 
 
 # ------------------------------------------------------------------- matching

@@ -122,6 +122,7 @@ class WorkerMetrics:
         )
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[tuple[str, str], Any] = {}
+        self._gauge_children: dict[tuple[int, str, str], Any] = {}
         self.processing_latency = BatchHistogram(
             "crisiswatch_processing_latency_seconds",
             "Wall time from a post's ingest to the worker having matched it.",
@@ -198,4 +199,12 @@ class WorkerMetrics:
         child = self._match_children.get(brand_rule)
         if child is None:
             child = self._match_children[brand_rule] = self.matches.labels(*brand_rule)
+        return child
+
+    def gauge(self, metric: Gauge, brand: str, label: str) -> Any:
+        """``metric.labels(brand, label)`` of a per-brand gauge, looked up once."""
+        key = (id(metric), brand, label)
+        child = self._gauge_children.get(key)
+        if child is None:
+            child = self._gauge_children[key] = metric.labels(brand, label)
         return child

@@ -344,26 +344,26 @@ class DetectStage:
     def update_gauges(self, brands: Iterable[str]) -> None:
         """Set the open-incident and window gauges of these brands from their states."""
         detector = self.rules.current.detector
-        ruleset = self.rules.current.ruleset
+        by_id = self.rules.current.ruleset.by_id
+        gauge = self.metrics.gauge
+        open_incidents = self.metrics.open_incidents
+        window_posts, baseline_level = self.metrics.window_posts, self.metrics.baseline_level
         for brand in brands:
             st = self.states.get(brand)
-            if st is None:
-                continue
-            try:
-                b = ruleset.brand(brand)
-            except KeyError:
+            b = by_id.get(brand)
+            if st is None or b is None:
                 continue
             counts: dict[str, int] = {}
             for _rule_id, severity in detector.open_incidents(st):
                 counts[severity] = counts.get(severity, 0) + 1
             for severity in ("low", "medium", "high", "critical"):
-                self.metrics.open_incidents.labels(brand, severity).set(counts.get(severity, 0))
+                gauge(open_incidents, brand, severity).set(counts.get(severity, 0))
             for rule in b.rules:
                 if isinstance(rule, VelocityRule):
                     figures = detector.current_figures(st, rule.id)
                     if figures is not None:
-                        self.metrics.window_posts.labels(brand, rule.id).set(figures[0])
-                        self.metrics.baseline_level.labels(brand, rule.id).set(figures[1])
+                        gauge(window_posts, brand, rule.id).set(figures[0])
+                        gauge(baseline_level, brand, rule.id).set(figures[1])
 
     def dump(self, brand: str) -> bytes:
         return dump_state(self.states[brand])

@@ -98,6 +98,12 @@ def test_example_brands_load() -> None:
     acme = rs.brand("acme")
     assert [r.kind for r in acme.rules].count("velocity") == 2
     assert all(r.runbook and r.runbook.startswith("https://wiki.example/") for r in acme.rules)
+    assert rs.brand("zhongyuan") is rs.brands[1]
+    with pytest.raises(KeyError):
+        rs.brand("nobody")
+    # equality and hashing ignore the index (it is derived from the brands)
+    assert rs == load_rules(BRANDS)
+    assert hash(rs) == hash(load_rules(BRANDS))
 
 
 def test_digest_changes_with_content(tmp_path: Path) -> None:
