@@ -43,9 +43,6 @@ from streams.web import install_views
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 1000
-"""Matches records per detect batch (each holds a match batch's hits for one partition)."""
-BATCH_WITHIN_S = 0.01
 STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
 PRODUCER_BATCH_BYTES = 512 * 1024
@@ -212,31 +209,33 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # default), not once per batch.
         last_flush = time.monotonic()
         writer: asyncio.Task[None] | None = None
+        manual = stream.noack()
         try:
-            async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+            # one matches record at a time: each already holds a whole match batch for its
+            # partition, and batching them (faust's take) held each one up to 10 ms
+            async for event in manual.events():
                 epoch = unflushed.epoch
                 out = DetectOutput()
-                # a long batch (a watermark jump advances every brand) runs in slices, and
+                # a long record (a watermark jump advances every brand) runs in slices, and
                 # the match stage and the producer get the event loop in between
-                messages = [e.message for e in events]
-                for _ in detect_stage.steps(messages, out, _Slice(SLICE_S)):
+                for _ in detect_stage.steps((event.message,), out, _Slice(SLICE_S)):
                     await send_alerts(out.events)
                     out.events.clear()
                     await asyncio.sleep(0)
                     if unflushed.epoch != epoch:
                         break
                 if unflushed.epoch != epoch:
-                    continue  # partitions revoked meanwhile: the next owner replays the batch
+                    continue  # partitions revoked meanwhile: the next owner replays it
                 await send_alerts(out.events)
-                for brand, index in out.dirty.items():
-                    unflushed.dirty[brand] = events[index]
-                unflushed.events.extend(events)
+                for brand in out.dirty:
+                    unflushed.dirty[brand] = event
+                unflushed.events.append(event)
                 if writer is not None and writer.done():
                     writer.result()  # a write-back that raised fails the agent, loudly
                     writer = None
                 if writer is None and time.monotonic() - last_flush >= settings.state_flush_s:
                     # the write-back runs beside the agent, which goes on detecting
-                    writer = asyncio.create_task(write_back(stream, *unflushed.take()))
+                    writer = asyncio.create_task(write_back(manual, *unflushed.take()))
                     last_flush = time.monotonic()
         finally:
             if writer is not None:
@@ -259,7 +258,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             )
 
     async def write_back(
-        stream: faust.Stream, dirty: dict[str, Any], events: list[Any], epoch: int
+        stream: faust.types.StreamT, dirty: dict[str, Any], events: list[Any], epoch: int
     ) -> None:
         """Write the states of ``dirty`` brands to the table, then ack ``events``.
 
