@@ -9,6 +9,10 @@ Two stages, both thin:
 - the ``detect`` agent reads ``<prefix>.matches``, keeps each brand's state (windows,
   incidents) in the changelog-backed table ``brand_state`` and sends incident
   events to ``<prefix>.alerts`` keyed by brand.
+
+faust's producer carries only the table's changelog (state write-backs, in large
+batches); the match loop and the alerts have producers of their own, so neither
+waits behind a write-back (aiokafka has one request in flight per broker).
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from prometheus_client import CollectorRegistry
 
 from rules.alerts import AlertEvent
+from streams.alertsender import AlertSender
 from streams.matchloop import MatchLoop
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
@@ -160,7 +166,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         )
 
     matches = raw_topic(settings.topic("matches"), internal=True)
-    alerts = raw_topic(settings.topic("alerts"))
+    raw_topic(settings.topic("alerts"))  # declared here; alert_sender sends to it
     raw_topic(settings.topic("posts.dlq"))  # declared here; the match loop sends to it
     table = app.Table(
         "brand_state",
@@ -186,6 +192,26 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     sender = f"{settings.app_id}:{uuid.uuid4().hex[:8]}"
 
     match_loop = MatchLoop(settings, match_stage, metrics, sender=sender)
+    alert_sender = AlertSender(
+        lambda: AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id=f"{sender}-alerts",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            metadata_max_age_ms=5_000,
+            **settings.security.aiokafka_kwargs(),
+        ),
+        settings.topic("alerts"),
+    )
+
+    @app.task
+    async def run_alert_sender() -> None:
+        await alert_sender.start()
+        try:
+            await asyncio.Event().wait()  # until the worker stops (the task is cancelled)
+        finally:
+            await alert_sender.stop()
 
     @app.task
     async def run_match_loop() -> None:
@@ -244,7 +270,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     async def send_alerts(events: list[AlertEvent]) -> None:
         now = _now_ms()
         for ev in events:
-            await alerts.send(key=ev.brand.encode(), value=orjson.dumps(ev.to_cloudevent()))
+            await alert_sender.send(ev.brand.encode(), orjson.dumps(ev.to_cloudevent()))
             metrics.incident_events.labels(ev.brand, ev.type.rsplit(".", 1)[-1]).inc()
             if ev.trigger_ingested_at_ms is not None:
                 metrics.alert_latency.observe(max(0, now - ev.trigger_ingested_at_ms) / 1000)
@@ -274,6 +300,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             await buffer.flush()
         pause = _Slice(SLICE_S)
         for brand, event in dirty.items():
+            # a state is written only once the alerts it records are acknowledged
+            # (nothing runs between the settle and the dump below)
+            await alert_sender.settle()
             if unflushed.epoch != epoch:
                 return  # revoked meanwhile: the new owner replays the unacked events
             if brand not in detect_stage.states:
