@@ -203,10 +203,17 @@ class Latency:
     """Per counted alert, where traceable: see ``worker_load.hops_ms``."""
     lag_after: dict[str, float] = field(default_factory=dict)
     """Consumer lag by topic right after the phase (the worker's gauge, refreshed every 5 s)."""
+    cpu_share: float = float("nan")
+    """CPU seconds per wall second the worker got while the posts were sent."""
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Posts sent per CPU second of the worker (it kept up: see ``lag_after``)."""
+        return self.achieved / self.cpu_share if self.cpu_share > 0 else float("nan")
 
 
 async def measure_latency(
-    bootstrap: str, prefix: str, rate: float, n_brands: int, duration_s: float
+    bootstrap: str, prefix: str, rate: float, n_brands: int, duration_s: float, worker_pid: int
 ) -> Latency:
     run = LatencyRun(rate)
     stop = asyncio.Event()
@@ -220,8 +227,11 @@ async def measure_latency(
         await asyncio.sleep(0.05)
     started_ms = int(time.time() * 1000)
     t0 = time.monotonic()
+    cpu0 = cpu_s(worker_pid)
     await produce_at_rate(bootstrap, f"{prefix}.posts", run, n_brands, duration_s)
-    achieved = run.sent / (time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    cpu_share = (cpu_s(worker_pid) - cpu0) / elapsed
+    achieved = run.sent / elapsed
     print(f"latency phase: sent {run.sent:,} posts ({run.alarms} alarms)", file=sys.stderr)
     await asyncio.sleep((STEP_MS + LATENESS_MS) / 1000 + 2.0)
     stop.set()
@@ -243,6 +253,7 @@ async def measure_latency(
         if split is not None:
             hops.append(split)
     lat = Latency(rate, achieved, run.sent, run.alarms, len(run.alerts), by_type, samples, hops)
+    lat.cpu_share = cpu_share
     print(f"latency phase at {rate:,.0f} posts/s, hops: {hop_summary(lat)}", file=sys.stderr)
     return lat
 
@@ -345,6 +356,11 @@ def report(
             f"p99 < 100 ms: {met_lat}",
         ),
         ("hops at 70%, p50/p99 each", hop_summary(lat), ""),
+        (
+            "worker CPU while the 70% load was sent",
+            f"{lat.cpu_share:.0%} of a core, {lat.per_cpu_s:,.0f} posts/CPU-s",
+            "",
+        ),
         ("consumer lag right after the 70% phase", lag_text(lat.lag_after), ""),
     ]
     if low is not None:
@@ -361,6 +377,11 @@ def report(
                 f"p99 < 100 ms: {'met' if low.samples_ms and l99 < 100 else 'NOT met'}",
             ),
             ("hops at low load, p50/p99 each", hop_summary(low), ""),
+            (
+                "worker CPU while the low load was sent",
+                f"{low.cpu_share:.0%} of a core, {low.per_cpu_s:,.0f} posts/CPU-s",
+                "",
+            ),
         ]
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     command = "bench/bench_worker.py" + (" --quick" if args.quick else "")
@@ -457,12 +478,15 @@ def main() -> int:
             print(f"worker: {tp.sustained:,.0f} posts/s sustained", file=sys.stderr)
             if args.profile is not None:
                 return 0
+            assert worker.proc is not None
             # the low-load phase first, on a worker that has caught up: pipeline latency
             asyncio.run(wait_caught_up(worker, 120))
             low = None
             if args.low_rate > 0:
                 low = asyncio.run(
-                    measure_latency(bootstrap, prefix, args.low_rate, args.brands, duration_s)
+                    measure_latency(
+                        bootstrap, prefix, args.low_rate, args.brands, duration_s, worker.proc.pid
+                    )
                 )
                 print(f"lag after the low-load phase: {lag_by_topic(worker)}", file=sys.stderr)
                 asyncio.run(wait_caught_up(worker, 120))
@@ -474,6 +498,7 @@ def main() -> int:
                     args.latency_rate or 0.7 * tp.sustained,
                     args.brands,
                     duration_s,
+                    worker.proc.pid,
                 )
             )
             lat.lag_after = lag_by_topic(worker)
