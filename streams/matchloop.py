@@ -1,13 +1,15 @@
-"""The match stage's consumer: posts in, one batched record per matches partition out.
+"""The match stage's consumer: posts in, batched records per matches partition out.
 
 Posts are read with a plain aiokafka consumer (its own consumer group,
 ``<app id>-match``) rather than a faust stream: the stage is stateless, and
-faust's per-message machinery cost more than matching itself.  Each batch
-becomes ONE record per matches partition, holding that partition's hits and
-then the watermark tick, so the detector sees hits before the tick that
-covers them.  Offsets are committed only after every record of the batch
-(matches and dead letters) is acknowledged, in order, while the next batch is
-matched: at-least-once, and the detector drops repeated post ids.
+faust's per-message machinery cost more than matching itself.  Hits wait in
+an ``Outbox`` until a watermark tick is due (or they have waited 100 ms); then
+each matches partition gets ONE record holding its waiting hits and then the
+tick, so the detector sees hits before the tick that covers them.  Offsets
+are committed only after every record sent for them (matches and dead
+letters) is acknowledged, in order, while the next batch is matched, and at
+most every ``COMMIT_EVERY_S``: at-least-once, and the detector drops repeated
+post ids.
 
 The stage sends with a producer of its own.  aiokafka keeps one request in
 flight per broker, so on the app's producer every matches record waited behind
@@ -29,6 +31,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from rules.model import Hit
+from rules.watermark import PartitionReport
+from rules.windows import floor_to
 from streams.codecs import Tick, encode_batch
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -37,12 +41,106 @@ from streams.stages import MatchStage, partition_for
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 2000
+COMMIT_EVERY_S = 0.25
+"""Posts offsets are committed at most this often (a commit per batch was a round trip, and
+broker work, dozens of times a second); a restart re-reads at most this much more, and the
+detector drops the repeated post ids."""
+HITS_FLUSH_MS = 100
+"""The longest a hit waits in the outbox while no tick is due."""
+HITS_MAX = 5000
+"""Hits waiting in the outbox that make it send at once."""
 PRODUCER_BATCH_BYTES = 256 * 1024
 """A matches record holds a whole batch's hits for one partition (tens of kilobytes)."""
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Outbox:
+    """Hits waiting for the matches topic, and when to send them.
+
+    A matches record per partition per match batch made the detect stage (and
+    both Kafka clients) do per-record work dozens of times a second for a
+    handful of hits each: at 2,000 posts/s that was most of the worker's CPU.
+    Hits only matter to the detector once a watermark tick lets their boundary
+    through, so they wait here until one of:
+
+    - a tick is due: the watermark the reports imply crosses a step boundary
+      (the only change the detector acts on) or the partitions' idle or assigned
+      sets change: every partition then gets a record, its hits then the tick;
+    - ``max_hits`` are waiting, or the oldest has waited ``flush_after_ms``: the
+      partitions with hits get a record (hits, then the current tick).
+
+    A record to a partition always carries every hit waiting for it, so no tick
+    reaches the detector ahead of a hit it covers.  The quiet-time tick
+    (``MatchLoop.send_tick``) sends everything too.
+    """
+
+    def __init__(
+        self, partitions: int, lateness_ms: int, step_ms: int, flush_after_ms: int, max_hits: int
+    ) -> None:
+        self.partitions = partitions
+        self.lateness_ms = lateness_ms
+        self.step_ms = step_ms
+        self.flush_after_ms = flush_after_ms
+        self.max_hits = max_hits
+        self.hits: dict[int, list[Hit]] = {}
+        self.count = 0
+        self.oldest_ms: int | None = None
+        """Wall time the oldest waiting hit was added."""
+        self.sent_key: tuple[Any, ...] | None = None
+        """``tick_key`` of the last tick sent to every partition."""
+
+    def add(self, hits: list[Hit], now_ms: int) -> None:
+        if not hits:
+            return
+        n = self.partitions
+        for hit in hits:
+            self.hits.setdefault(partition_for(hit.brand, n), []).append(hit)
+        self.count += len(hits)
+        if self.oldest_ms is None:
+            self.oldest_ms = now_ms
+
+    def tick_key(self, report: dict[int, PartitionReport]) -> tuple[Any, ...]:
+        """What of a report the detector acts on: the step boundaries of the lowest and
+        highest newest event time (less the lateness), and which partitions are idle,
+        unseen or assigned at all."""
+        seen = [r.max_event_ms for r in report.values() if r.max_event_ms is not None]
+        lo = hi = None
+        if seen:
+            lo = floor_to(min(seen) - self.lateness_ms, self.step_ms)
+            hi = floor_to(max(seen) - self.lateness_ms, self.step_ms)
+        return (
+            lo,
+            hi,
+            frozenset(p for p, r in report.items() if r.idle),
+            frozenset(p for p, r in report.items() if r.max_event_ms is None),
+            frozenset(report),
+        )
+
+    def tick_due(self, report: dict[int, PartitionReport]) -> bool:
+        return self.tick_key(report) != self.sent_key
+
+    def hits_due(self, now_ms: int) -> bool:
+        return self.count >= self.max_hits or (
+            self.oldest_ms is not None and now_ms - self.oldest_ms >= self.flush_after_ms
+        )
+
+    def take(
+        self, report: dict[int, PartitionReport], with_tick: bool
+    ) -> list[tuple[int, list[Hit]]]:
+        """The records to send now, ``(partition, hits)``, each to be followed by the
+        tick of ``report``: every partition when ``with_tick``, else those with hits."""
+        if with_tick:
+            out = [(q, self.hits.get(q, [])) for q in range(self.partitions)]
+            self.sent_key = self.tick_key(report)
+        else:
+            out = sorted(self.hits.items())
+        self.hits = {}
+        self.count = 0
+        self.oldest_ms = None
+        return out
 
 
 class MatchLoop:
@@ -67,7 +165,15 @@ class MatchLoop:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.next_offset: dict[int, int] = {}
+        self.outbox = Outbox(
+            settings.partitions, settings.lateness_ms, settings.step_ms, HITS_FLUSH_MS, HITS_MAX
+        )
+        self._unsent: dict[TopicPartition, int] = {}
+        """Offsets after posts whose hits are still in the outbox."""
         self._pending: asyncio.Future[None] | None = None
+        self._acked: dict[TopicPartition, int] = {}
+        """Offsets whose records are acknowledged, not yet committed."""
+        self._last_commit = 0.0
         """The previous batch's acknowledgements and offset commit, still in flight."""
 
     async def run(self) -> None:
@@ -109,7 +215,8 @@ class MatchLoop:
                 pending, self._pending = self._pending, None
                 if pending is not None:
                     with contextlib.suppress(Exception):
-                        await pending  # the last batch's commit
+                        await pending  # the last send's acknowledgements
+                        await self._commit(consumer)
                 self.consumer = self.producer = None
 
     async def send_matches(self, partition: int, value: bytes) -> Awaitable[Any]:
@@ -126,31 +233,49 @@ class MatchLoop:
     ) -> None:
         records = [r for recs in batches.values() for r in recs]
         out = self.stage.process(records)
-        offsets = {tp: recs[-1].offset + 1 for tp, recs in batches.items()}
-        n = self.settings.partitions
         async with self.lock:
+            now = _now_ms()
             self.stage.commit_event_times(out.event_times)
-            for tp, offset in offsets.items():
+            for tp, recs in batches.items():
+                offset = recs[-1].offset + 1
                 self.next_offset[tp.partition] = offset
-            tick = Tick(self.sender, self.stage.clock.report(_now_ms(), await self.busy()))
-            by_partition: dict[int, list[Hit]] = {}
-            for hit in out.hits:
-                by_partition.setdefault(partition_for(hit.brand, n), []).append(hit)
-            # one producer, so a partition's records stay in order: a tick sent now
-            # follows the hits of every earlier batch, acknowledged or not
-            acks = [
-                await self.send_matches(q, encode_batch(by_partition.get(q, []), tick))
-                for q in range(n)
-            ]
+                self._unsent[tp] = offset
+            self.outbox.add(out.hits, now)
+            report = self.stage.clock.report(now, await self.busy())
+            with_tick = self.outbox.tick_due(report)
+            if not (with_tick or self.outbox.hits_due(now) or out.dead_letters):
+                return  # the hits wait: nothing the detector would act on yet
+            acks = await self._send(report, with_tick)
             acks += [
                 await self.send_dead(key, orjson.dumps(dead)) for key, dead in out.dead_letters
             ]
+            offsets, self._unsent = self._unsent, {}
+        await self._confirm_later(consumer, acks, offsets)
+
+    async def _send(
+        self, report: dict[int, PartitionReport], with_tick: bool
+    ) -> list[Awaitable[Any]]:
+        """Send the outbox (see ``Outbox``); the caller holds the lock."""
+        tick = Tick(self.sender, report)
+        # one producer, so a partition's records stay in order: a tick sent now
+        # follows every hit sent to that partition before it, acknowledged or not
+        return [
+            await self.send_matches(q, encode_batch(hits, tick))
+            for q, hits in self.outbox.take(report, with_tick)
+        ]
+
+    async def _confirm_later(
+        self,
+        consumer: AIOKafkaConsumer,
+        acks: list[Awaitable[Any]],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
         # the acknowledgements and the offset commit (two round trips) overlap the next
-        # batch; the commits stay in order, each after its batch's records are acknowledged
+        # batch; the commits stay in order, each after its records are acknowledged
         confirm = asyncio.ensure_future(self._confirm(consumer, acks, offsets, self._pending))
         previous, self._pending = self._pending, confirm
         if previous is not None:
-            await previous  # at most one batch in flight; raises if its sends failed
+            await previous  # at most one send in flight; raises if its sends failed
 
     async def _confirm(
         self,
@@ -159,11 +284,21 @@ class MatchLoop:
         offsets: dict[TopicPartition, int],
         previous: asyncio.Future[None] | None,
     ) -> None:
-        """Commit ``offsets`` once every record of their batch is acknowledged (and the
-        previous batch's commit is done)."""
+        """Commit ``offsets`` once every record sent for them is acknowledged (and the
+        previous send's commit is done); at most every ``COMMIT_EVERY_S``, the offsets
+        of the sends in between are committed with the next."""
         await asyncio.gather(*acks)
         if previous is not None:
             await previous
+        self._acked.update(offsets)
+        if time.monotonic() - self._last_commit < COMMIT_EVERY_S:
+            return
+        await self._commit(consumer)
+
+    async def _commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit the acknowledged offsets not yet committed."""
+        offsets, self._acked = self._acked, {}
+        self._last_commit = time.monotonic()
         # partitions revoked since the batch was read are the new owner's to commit
         assigned = consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
@@ -207,8 +342,10 @@ class MatchLoop:
         return frozenset(p for p, lag in (await self.lag()).items() if lag is None or lag > 0)
 
     async def send_tick(self) -> None:
-        """A tick on its own, for when no posts flow (idle partitions, quiet brands)."""
-        if self.consumer is None:
+        """A tick to every partition, with the hits waiting: for when no posts flow (idle
+        partitions, quiet brands), and at least every tick interval."""
+        consumer = self.consumer
+        if consumer is None:
             return
         busy = await self.busy()
         async with self.lock:
@@ -216,9 +353,9 @@ class MatchLoop:
             report = self.stage.clock.report(_now_ms(), busy)
             if not report:
                 return
-            value = encode_batch([], Tick(self.sender, report))
-            acks = [await self.send_matches(q, value) for q in range(self.settings.partitions)]
-            await asyncio.gather(*acks)
+            acks = await self._send(report, with_tick=True)
+            offsets, self._unsent = self._unsent, {}
+        await self._confirm_later(consumer, acks, offsets)
 
     async def report_lag(self) -> None:
         for partition, lag in (await self.lag()).items():
