@@ -54,6 +54,8 @@ STATE_BUFFER_MAX = 1_000_000
 PRODUCER_BATCH_BYTES = 512 * 1024
 SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
+WRITE_BACK_REST_S = 0.01
+"""The pause after each write-back slice."""
 FULL_GC_S = 600.0
 """How often every object is collected (between, each write-back freezes what it kept)."""
 TRIM_HEAP_S = 30.0
@@ -315,7 +317,10 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 _current_event.reset(token)
             detect_stage.update_gauges((brand,))
             if pause():
-                await asyncio.sleep(0)
+                # a write-back takes at most a third of the event loop: run in one go it
+                # was a burst (hundreds of ms every few seconds) that the posts queued behind
+                await asyncio.sleep(WRITE_BACK_REST_S)
+                pause.restart()
         if unflushed.epoch != epoch:
             return
         for event in events:
@@ -450,6 +455,10 @@ class _Slice:
             return False
         self.deadline = now + self.slice_s
         return True
+
+    def restart(self) -> None:
+        """A whole slice from now (after a pause of the caller's own)."""
+        self.deadline = time.perf_counter() + self.slice_s
 
 
 def _lag(app: faust.App, tp: Any) -> int | None:
