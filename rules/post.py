@@ -22,6 +22,8 @@ _ZERO = timedelta(0)
 _MINUTES: dict[str, int] = {}
 """``YYYY-MM-DDTHH:MM`` -> ms since the epoch (UTC), for prefixes already parsed."""
 _MINUTES_MAX = 4096
+_LAST: list[tuple[str | None, int]] = [(None, 0), (None, 0)]
+"""The last two timestamp strings parsed and their values, newer first."""
 
 
 def _utc_shape(value: str, n: int) -> bool:
@@ -32,9 +34,19 @@ def _utc_shape(value: str, n: int) -> bool:
 def parse_rfc3339_ms(value: str) -> int:
     """RFC 3339 timestamp -> ms since the epoch; raises ValueError when malformed.
 
-    The common UTC shapes ``...T10:00:03Z`` and ``...T10:00:03.120Z`` take a fast
+    A busy stream repeats its timestamps (a partition's posts in a row share a
+    second, or a millisecond), so the last two strings parsed are remembered
+    (two: a post's ``created_at`` and ``ingested_at`` alternate).  Otherwise the
+    common UTC shapes ``...T10:00:03Z`` and ``...T10:00:03.120Z`` take a fast
     path once their minute has been parsed the slow way (same result).
     """
+    last = _LAST
+    newer, older = last[0], last[1]  # (string, ms) pairs: each read whole, thread-safe
+    if type(value) is str:
+        if value == newer[0]:
+            return newer[1]
+        if value == older[0]:
+            return older[1]
     n = len(value)
     utc_shape = _utc_shape(value, n)
     if utc_shape:
@@ -45,7 +57,15 @@ def parse_rfc3339_ms(value: str) -> int:
             if sec.isascii() and sec.isdigit() and frac.isascii() and frac.isdigit():
                 seconds = int(sec)
                 if seconds < 60:
-                    return minute + seconds * 1000 + int(frac)
+                    ms = minute + seconds * 1000 + int(frac)
+                    if type(value) is str:
+                        last[1] = newer
+                        last[0] = (value, ms)
+                    return ms
+    return _parse_slow(value, n, utc_shape)
+
+
+def _parse_slow(value: str, n: int, utc_shape: bool) -> int:
     if not value or n > 40 or value[0] not in "0123456789":
         msg = f"not an RFC 3339 timestamp: {value[:40]!r}"
         raise ValueError(msg)

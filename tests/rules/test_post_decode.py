@@ -95,3 +95,34 @@ def test_str_subclasses_pass_the_slow_path() -> None:
     assert (post.lang, post.url) == ("en", "u")
     assert post.author is not None
     assert (post.author.handle, post.author.id) == ("h", "3")
+
+
+def test_remembered_timestamps_parse_as_the_full_parser_would() -> None:
+    """The last-two cache of ``parse_rfc3339_ms``: repeated, alternating and new strings
+    all give what ``datetime`` gives; a bad string still raises after a good one."""
+    from datetime import datetime
+
+    from rules.post import parse_rfc3339_ms
+
+    def reference(text: str) -> int:
+        return int(datetime.fromisoformat(text).timestamp() * 1000 + 0.5)
+
+    stamps = [
+        "2026-11-28T07:00:00Z",
+        "2026-11-28T07:00:00.120Z",
+        "2026-11-28T07:00:00.120Z",
+        "2026-11-28T07:00:00Z",
+        "2026-11-28T07:00:01.999Z",
+        "2026-11-28T09:00:01.999+02:00",
+        "2026-11-28T07:00:00.120Z",
+        "2026-11-28T07:00:01.999Z",
+    ]
+    for _ in range(3):
+        for text in stamps:
+            assert parse_rfc3339_ms(text) == reference(text)
+    for bad in ("2026-11-28T07:00:00", "2026-11-28T07:00:61Z", "soon"):
+        parse_rfc3339_ms(stamps[0])
+        with pytest.raises(ValueError):
+            parse_rfc3339_ms(bad)
+        with pytest.raises(ValueError):
+            parse_rfc3339_ms(bad)  # not remembered as good
