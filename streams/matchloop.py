@@ -171,10 +171,10 @@ class MatchLoop:
         self._unsent: dict[TopicPartition, int] = {}
         """Offsets after posts whose hits are still in the outbox."""
         self._pending: asyncio.Future[None] | None = None
+        """The previous send's acknowledgements and offset commit, still in flight."""
         self._acked: dict[TopicPartition, int] = {}
         """Offsets whose records are acknowledged, not yet committed."""
         self._last_commit = 0.0
-        """The previous batch's acknowledgements and offset commit, still in flight."""
 
     async def run(self) -> None:
         security = self.settings.security.aiokafka_kwargs()
