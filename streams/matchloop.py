@@ -45,6 +45,8 @@ COMMIT_EVERY_S = 0.25
 """Posts offsets are committed at most this often (a commit per batch was a round trip, and
 broker work, dozens of times a second); a restart re-reads at most this much more, and the
 detector drops the repeated post ids."""
+SLICE_POSTS = 500
+"""Posts matched between turns of the event loop (about 5 ms of work)."""
 HITS_FLUSH_MS = 100
 """The longest a hit waits in the outbox while no tick is due."""
 HITS_MAX = 5000
@@ -232,7 +234,12 @@ class MatchLoop:
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[Any]]
     ) -> None:
         records = [r for recs in batches.values() for r in recs]
-        out = self.stage.process(records)
+        out = self.stage.process(records[:SLICE_POSTS])
+        for start in range(SLICE_POSTS, len(records), SLICE_POSTS):
+            # a big batch (a backlog) in slices: the detect agent and the alerts get the
+            # event loop in between
+            await asyncio.sleep(0)
+            out.extend(self.stage.process(records[start : start + SLICE_POSTS]))
         async with self.lock:
             now = _now_ms()
             self.stage.commit_event_times(out.event_times)

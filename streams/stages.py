@@ -71,6 +71,12 @@ class MatchOutput:
     event_times: list[tuple[int, int]] = field(default_factory=list)
     """(partition, created_at_ms) of every valid post, for the watermark clock."""
 
+    def extend(self, other: MatchOutput) -> None:
+        """Append ``other``'s results (of the posts after these)."""
+        self.hits.extend(other.hits)
+        self.dead_letters.extend(other.dead_letters)
+        self.event_times.extend(other.event_times)
+
 
 class MatchStage:
     """Decode, validate and match posts; everything invalid becomes a dead letter."""

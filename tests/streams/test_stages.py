@@ -191,3 +191,22 @@ def test_tick_round_trip_and_partitioning() -> None:
         partition_for("zhongyuan", 4),
     ]
     assert all(0 <= partition_for(f"brand{i}", 7) < 7 for i in range(100))
+
+
+def test_a_batch_matched_in_slices_gives_what_one_call_gives(rules_dir: Path) -> None:
+    """The match loop matches a big batch in slices and joins the outputs (``extend``)."""
+    items = scenario.posts()
+    records = [Record("p.posts", i % PARTS, i, None, orjson.dumps(p)) for i, p in enumerate(items)]
+    records[7] = Record("p.posts", 3, 7, b"k", b"{not json")
+    _, _, whole_stage, _, _ = make(rules_dir)
+    whole = whole_stage.process(records)
+    _, _, sliced_stage, _, _ = make(rules_dir)
+    joined = sliced_stage.process(records[:50])
+    for start in range(50, len(records), 50):
+        joined.extend(sliced_stage.process(records[start : start + 50]))
+    assert joined.hits == whole.hits and len(whole.hits) > 10
+    assert joined.event_times == whole.event_times
+    assert [d["reason"] for _, d in joined.dead_letters] == ["invalid_json"]
+    assert [d["offset"] for _, d in joined.dead_letters] == [
+        d["offset"] for _, d in whole.dead_letters
+    ]
