@@ -66,10 +66,7 @@ class BrandState:
             "brand": self.brand,
             "last_boundary_ms": self.last_boundary_ms,
             "first_hit_ms": self.first_hit_ms,
-            "series": {
-                name: s.to_obj(sealed_before=self.last_boundary_ms)
-                for name, s in self.series.items()
-            },
+            "series": {name: s.to_obj() for name, s in self.series.items()},
             "dedup": self.dedup,
             "incidents": {rule_id: inc.to_obj() for rule_id, inc in self.incidents.items()},
             "counted": self.counted,

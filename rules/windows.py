@@ -23,8 +23,6 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from rules.model import Hit, Post
 
 HIST_MS = 60_000
@@ -161,12 +159,11 @@ class Series:
         """step bucket start -> hits."""
         self.keys: list[int] = []
         """The step bucket starts of ``counts``, ascending."""
-        self.records: dict[int, list[Any] | tuple[int, str, Sample | bytes, int | None]] = {}
+        self.records: dict[int, list[Any] | tuple[int, str, Sample, int | None]] = {}
         """step bucket start -> ``[reach, authors, samples, ingested]``: the sum of author
         followers, the distinct author keys (a set, capped), the top hits (best first)
         and the latest ``ingested_at_ms`` (None: no hit carried one); for a bucket of
-        one hit ``(followers, author key, sample, ingested_at_ms)`` (see the class doc).
-        A sealed bucket's samples are their JSON bytes instead (see ``to_obj``)."""
+        one hit ``(followers, author key, sample, ingested_at_ms)`` (see the class doc)."""
         self.hist: dict[int, int] = {}
         """HIST_MS bucket start -> hits (baseline history)."""
         self.tiles: dict[int, int] = {}
@@ -200,14 +197,10 @@ class Series:
             counts[b] = n + 1
             got = self.records[b]
             if isinstance(got, tuple):  # the bucket's second hit: the full record
-                best = got[2]
-                samples_ = [best] if type(best) is not bytes else orjson.loads(best)
-                rec: list[Any] = [got[0], {got[1]}, samples_, got[3]]
+                rec: list[Any] = [got[0], {got[1]}, [got[2]], got[3]]
                 self.records[b] = rec
             else:
                 rec = got
-                if type(rec[2]) is bytes:  # sealed (see to_obj): unreached, a hit there is late
-                    rec[2] = _unseal(rec[2], False)
             rec[0] += followers
             authors = rec[1]
             if len(authors) < MAX_AUTHORS_PER_BUCKET:
@@ -281,7 +274,7 @@ class Series:
 
     def _samples(self, k: int) -> list[Sample]:
         rec = self.records[k]
-        return _unseal(rec[2], isinstance(rec, tuple))
+        return [rec[2]] if isinstance(rec, tuple) else rec[2]
 
     def _authors(self, k: int) -> list[str]:
         """The bucket's author keys, sorted."""
@@ -296,37 +289,15 @@ class Series:
 
     # ------------------------------------------------------------ serialisation
 
-    def to_obj(self, sealed_before: int | None = None) -> dict[str, Any]:
-        """A JSON-friendly canonical form (int keys as strings, sets sorted).
-
-        ``sealed_before``: buckets starting before it can get no more hits (hits
-        before the last evaluated boundary are late), so their samples are
-        serialised here once and kept as those bytes (an ``orjson.Fragment`` in the
-        result; the same JSON): samples are most of a busy brand's state, and every
-        write-back serialised all of them again.  The bytes also take less memory
-        than the lists; ``window_samples`` decodes them for an alert.
-        """
+    def to_obj(self) -> dict[str, Any]:
+        """A JSON-friendly canonical form (int keys as strings, sets sorted)."""
         records = self.records
         keys = self.keys
-        samples: dict[str, Any] = {}
-        for k in keys:
-            rec = records[k]
-            best = rec[2]
-            if type(best) is not bytes:
-                if sealed_before is None or k >= sealed_before:
-                    samples[str(k)] = [best] if isinstance(rec, tuple) else best
-                    continue
-                best = orjson.dumps([best] if isinstance(rec, tuple) else best)
-                if isinstance(rec, tuple):
-                    records[k] = (rec[0], rec[1], best, rec[3])
-                else:
-                    rec[2] = best
-            samples[str(k)] = orjson.Fragment(best)
         return {
             "counts": {str(k): self.counts[k] for k in keys},
             "reach": {str(k): records[k][0] for k in keys},
             "authors": {str(k): self._authors(k) for k in keys},
-            "samples": samples,
+            "samples": {str(k): self._samples(k) for k in keys},
             "ingested": {str(k): records[k][3] for k in keys if records[k][3] is not None},
             # [starts ascending, counts]: a day of minutes per keyword series is most of a
             # busy brand's state, and int lists encode ~10x faster than str-keyed maps
@@ -363,14 +334,6 @@ class Series:
         s.hist = _from_columns(obj["hist"])
         s.tiles = _from_columns(obj["tiles"])
         return s
-
-
-def _unseal(best: Any, single: bool) -> list[Sample]:
-    """A bucket record's samples as a list: decoded if sealed, ``[best]`` if the compact
-    record's single sample."""
-    if type(best) is bytes:
-        return orjson.loads(best)
-    return [best] if single else best
 
 
 def _columns(buckets: dict[int, int]) -> list[list[int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.detect import Detector, dump_state, load_state
@@ -98,49 +98,3 @@ def test_a_version_1_state_loads_and_is_written_back_as_version_2() -> None:
             series[name] = {str(k): c for k, c in zip(starts, counts, strict=True)}
     assert series["hist"]  # the test covers a non-empty history
     assert dump_state(load_state(orjson.dumps(v1))) == _one_state_dump()
-
-
-def _run_quiet(steps: list[tuple[str, int, int, bool]]) -> tuple[list, object]:
-    """``_run`` without any dump until the end: nothing is ever sealed."""
-    d = Detector(RULES)
-    s = d.new_state("acme")
-    now = 0
-    events = []
-    for n, (op, a, b, flag) in enumerate(steps):
-        if op == "hit":
-            ids = ("recall",) if flag else ()
-            d.observe(s, hit(n % 50, now + a * 7_000, *ids, author=f"a{b}", followers=b * 10))
-        else:
-            now += a * 30_000
-            events += d.advance(s, now)
-    return events, (d, s, now)
-
-
-# buckets of several hits (several samples) sealed while an incident is open
-CROWDED = [("hit", a % 2, b, True) for a in range(4) for b in range(6)] + [
-    ("advance", 1, 0, False),
-    *[("hit", 2 + a % 2, b, b % 2 == 0) for a in range(3) for b in range(5)],
-    ("advance", 1, 0, False),
-    ("advance", 2, 0, False),
-]
-
-
-@settings(max_examples=40, deadline=None)
-@given(steps=ops)
-@example(steps=CROWDED)
-def test_sealed_samples_dump_and_alert_as_the_lists_would(
-    steps: list[tuple[str, int, int, bool]],
-) -> None:
-    """A dump keeps the samples of buckets before the last boundary as their JSON bytes
-    (``Series.to_obj``): later dumps, and the samples in later alerts, are unchanged."""
-    sealed_events, sealed_dumps = _run(steps, roundtrip=False)
-    quiet_events, (d, s, now) = _run_quiet(steps)
-    # the same state never sealed, serialised from its lists (before anything seals it)
-    series = {name: x.to_obj(sealed_before=None) for name, x in s.series.items()}
-    assert "Fragment" not in repr(series)
-    reference = orjson.dumps({**s.to_obj(), "series": series}, option=orjson.OPT_SORT_KEYS)
-    assert dump_state(s) == reference  # this first dump seals; the bytes are the same
-    if sealed_dumps:
-        assert sealed_dumps[-1] == reference
-    quiet_events += d.advance(s, now + 3 * 3_600_000)
-    assert [e.to_cloudevent() for e in quiet_events] == sealed_events
