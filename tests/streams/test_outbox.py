@@ -9,27 +9,11 @@ from rules.watermark import PartitionReport, WatermarkMerger
 from rules.windows import floor_to
 from streams.matchloop import Outbox
 from streams.stages import partition_for
+from tests.rules.detect_support import hit
 
 PARTS = 4
 LATENESS = 500
 STEP = 1000
-
-
-def hit(brand: str, ts: int, n: int = 0) -> Hit:
-    return Hit(
-        brand=brand,
-        post_id=f"p{ts}-{n}",
-        source="test",
-        created_at_ms=ts,
-        author_key=f"a{n}",
-        author=None,
-        followers=0,
-        rule_ids=(),
-        text="",
-        url=None,
-        created_at="",
-        ingested_at_ms=None,
-    )
 
 
 def report(events: dict[int, int | None], idle: frozenset[int] = frozenset(), now: int = 0) -> dict:
@@ -59,13 +43,13 @@ def test_hits_wait_until_a_tick_or_their_age_or_count_sends_them() -> None:
     box = outbox()
     rep = report({p: 10_600 for p in range(PARTS)})
     box.take(rep, with_tick=True)
-    box.add([hit("acme", 10_100)], now_ms=1_000)
+    box.add([hit(0, 10_100, brand="acme")], now_ms=1_000)
     assert not box.hits_due(1_050)
     assert box.hits_due(1_100)  # waited flush_after_ms
     sent = box.take(rep, with_tick=False)
-    assert sent == [(partition_for("acme", PARTS), [hit("acme", 10_100)])]
+    assert sent == [(partition_for("acme", PARTS), [hit(0, 10_100, brand="acme")])]
     assert box.count == 0 and not box.hits_due(10_000)
-    box.add([hit(f"b{i}", 10_100, i) for i in range(10)], now_ms=2_000)
+    box.add([hit(i, 10_100, brand=f"b{i}") for i in range(10)], now_ms=2_000)
     assert box.hits_due(2_000)  # max_hits waiting
     with_tick = box.take(rep, with_tick=True)
     assert [q for q, _ in with_tick] == list(range(PARTS))  # a tick goes everywhere
@@ -90,7 +74,7 @@ def test_no_tick_reaches_a_partition_ahead_of_a_hit_it_covers() -> None:
         for n in range(rnd.randrange(0, 4)):
             p = rnd.randrange(PARTS)
             newest[p] += rnd.randrange(0, 400)
-            h = hit(f"brand{rnd.randrange(40)}", newest[p], i * 10 + n)
+            h = hit(i * 10 + n, newest[p], brand=f"brand{rnd.randrange(40)}")
             batch.append(h)
             made[partition_for(h.brand, PARTS)].append(h)
         box.add(batch, now)
