@@ -31,7 +31,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaProducerDriver
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
@@ -39,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from rules.alerts import AlertEvent
 from streams.alertsender import AlertSender
-from streams.matchloop import MatchLoop
+from streams.matchloop import MatchLoop, own_producer
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.settings import Settings
@@ -50,7 +49,7 @@ from streams.web import install_views
 log = logging.getLogger(__name__)
 
 STATE_BUFFER_MAX = 1_000_000
-"""faust's producer-buffer limit (100) is replaced by one write-back at a time (flush_states)."""
+"""faust's producer-buffer limit (100) is replaced by one write-back at a time (write_back)."""
 PRODUCER_BATCH_BYTES = 512 * 1024
 SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
@@ -195,16 +194,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
 
     match_loop = MatchLoop(settings, match_stage, metrics, sender=sender)
     alert_sender = AlertSender(
-        lambda: AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id=f"{sender}-alerts",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=0,
-            metadata_max_age_ms=5_000,
-            **settings.security.aiokafka_kwargs(),
-        ),
-        settings.topic("alerts"),
+        lambda: own_producer(settings, f"{sender}-alerts"), settings.topic("alerts")
     )
 
     @app.task
@@ -225,7 +215,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # faust's conductor holds every stream back while more than `max_messages`
         # records wait in the producer buffer: a state write-back (hundreds of records)
         # stalled the detect stream, and the alerts in it, until most of it had left.
-        # flush_states waits for the previous write-back instead (memory stays bounded)
+        # write_back waits for the previous write-back instead (memory stays bounded)
         app.producer.buffer.max_messages = STATE_BUFFER_MAX
 
     @app.agent(matches, name="detect")  # type: ignore[arg-type]

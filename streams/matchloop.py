@@ -59,6 +59,21 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def own_producer(settings: Settings, client_id: str, **extra: Any) -> AIOKafkaProducer:
+    """A stage's own producer: acks=all, idempotent (in order, no duplicates on retry), no
+    linger.  Make it inside the running event loop (aiokafka requires it)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        metadata_max_age_ms=5_000,
+        **settings.security.aiokafka_kwargs(),
+        **extra,
+    )
+
+
 class Outbox:
     """Hits waiting for the matches topic, and when to send them.
 
@@ -179,7 +194,6 @@ class MatchLoop:
         self._last_commit = 0.0
 
     async def run(self) -> None:
-        security = self.settings.security.aiokafka_kwargs()
         consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -189,17 +203,10 @@ class MatchLoop:
             auto_offset_reset="earliest",
             max_poll_records=BATCH_MAX,
             metadata_max_age_ms=5_000,
-            **security,
+            **self.settings.security.aiokafka_kwargs(),
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            client_id=f"{self.sender}-match",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=0,
-            max_batch_size=PRODUCER_BATCH_BYTES,
-            metadata_max_age_ms=5_000,
-            **security,
+        producer = own_producer(
+            self.settings, f"{self.sender}-match", max_batch_size=PRODUCER_BATCH_BYTES
         )
         async with contextlib.AsyncExitStack() as stack:
             await producer.start()
