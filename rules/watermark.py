@@ -14,6 +14,9 @@ nothing here reads a clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from rules.windows import floor_to
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +105,28 @@ class WatermarkMerger:
         if len(seen) < len(self._reports):
             return None  # a partition has delivered nothing yet while others flow: hold
         return min(seen) - self.lateness_ms
+
+
+def acted_on(
+    reports: dict[int, PartitionReport], lateness_ms: int, step_ms: int
+) -> tuple[Any, ...]:
+    """What of one sender's reports a detector can act on; reports with an equal key
+    change nothing it decides, so a sender need not send them (``streams.matchloop``).
+
+    The detector advances to ``floor_to(watermark, step)``, and ``WatermarkMerger``
+    takes the lowest newest event time of all partitions (the highest when all are
+    idle), less the lateness: so the step boundaries of this sender's lowest and
+    highest, and which of its partitions are idle, unseen or assigned at all.
+    """
+    seen = [r.max_event_ms for r in reports.values() if r.max_event_ms is not None]
+    lo = hi = None
+    if seen:
+        lo = floor_to(min(seen) - lateness_ms, step_ms)
+        hi = floor_to(max(seen) - lateness_ms, step_ms)
+    return (
+        lo,
+        hi,
+        frozenset(p for p, r in reports.items() if r.idle),
+        frozenset(p for p, r in reports.items() if r.max_event_ms is None),
+        frozenset(reports),
+    )

@@ -31,8 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from rules.model import Hit
-from rules.watermark import PartitionReport
-from rules.windows import floor_to
+from rules.watermark import PartitionReport, acted_on
 from streams.codecs import Tick, encode_batch
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
@@ -107,7 +106,7 @@ class Outbox:
         self.oldest_ms: int | None = None
         """Wall time the oldest waiting hit was added."""
         self.sent_key: tuple[Any, ...] | None = None
-        """``tick_key`` of the last tick sent to every partition."""
+        """``rules.watermark.acted_on`` of the last tick sent to every partition."""
 
     def add(self, hits: list[Hit], now_ms: int) -> None:
         if not hits:
@@ -119,25 +118,8 @@ class Outbox:
         if self.oldest_ms is None:
             self.oldest_ms = now_ms
 
-    def tick_key(self, report: dict[int, PartitionReport]) -> tuple[Any, ...]:
-        """What of a report the detector acts on: the step boundaries of the lowest and
-        highest newest event time (less the lateness), and which partitions are idle,
-        unseen or assigned at all."""
-        seen = [r.max_event_ms for r in report.values() if r.max_event_ms is not None]
-        lo = hi = None
-        if seen:
-            lo = floor_to(min(seen) - self.lateness_ms, self.step_ms)
-            hi = floor_to(max(seen) - self.lateness_ms, self.step_ms)
-        return (
-            lo,
-            hi,
-            frozenset(p for p, r in report.items() if r.idle),
-            frozenset(p for p, r in report.items() if r.max_event_ms is None),
-            frozenset(report),
-        )
-
     def tick_due(self, report: dict[int, PartitionReport]) -> bool:
-        return self.tick_key(report) != self.sent_key
+        return acted_on(report, self.lateness_ms, self.step_ms) != self.sent_key
 
     def hits_due(self, now_ms: int) -> bool:
         return self.count >= self.max_hits or (
@@ -151,7 +133,7 @@ class Outbox:
         tick of ``report``: every partition when ``with_tick``, else those with hits."""
         if with_tick:
             out = [(q, self.hits.get(q, [])) for q in range(self.partitions)]
-            self.sent_key = self.tick_key(report)
+            self.sent_key = acted_on(report, self.lateness_ms, self.step_ms)
         else:
             out = sorted(self.hits.items())
         self.hits = {}
