@@ -291,49 +291,70 @@ class Series:
 
     def to_obj(self) -> dict[str, Any]:
         """A JSON-friendly canonical form (int keys as strings, sets sorted)."""
+        return {**self.buckets_obj(self.keys), **self.history_obj()}
+
+    def history_obj(self) -> dict[str, Any]:
+        """The baseline and adaptive history in ``to_obj``'s form."""
+        # [starts ascending, counts]: a day of minutes per keyword series is most of a
+        # busy brand's state, and int lists encode ~10x faster than str-keyed maps
+        return {"hist": _columns(self.hist), "tiles": _columns(self.tiles)}
+
+    def buckets_obj(self, keys: list[int]) -> dict[str, Any]:
+        """The step buckets ``keys`` (ascending, all present) in ``to_obj``'s form."""
         records = self.records
-        keys = self.keys
         return {
             "counts": {str(k): self.counts[k] for k in keys},
             "reach": {str(k): records[k][0] for k in keys},
             "authors": {str(k): self._authors(k) for k in keys},
             "samples": {str(k): self._samples(k) for k in keys},
             "ingested": {str(k): records[k][3] for k in keys if records[k][3] is not None},
-            # [starts ascending, counts]: a day of minutes per keyword series is most of a
-            # busy brand's state, and int lists encode ~10x faster than str-keyed maps
-            "hist": _columns(self.hist),
-            "tiles": _columns(self.tiles),
         }
+
+    def keys_from(self, lo_ms: int | None) -> list[int]:
+        """Step bucket starts at or after ``lo_ms`` (None: all), ascending."""
+        keys = self.keys
+        return keys if lo_ms is None else keys[bisect_left(keys, lo_ms) :]
 
     @staticmethod
     def from_obj(obj: dict[str, Any]) -> Series:
         s = Series()
+        s.put_buckets(obj, None)
+        s.hist = _from_columns(obj["hist"])
+        s.tiles = _from_columns(obj["tiles"])
+        return s
+
+    def put_buckets(self, obj: dict[str, Any], from_ms: int | None) -> None:
+        """Add the step buckets of ``buckets_obj`` form ``obj`` that start at or after
+        ``from_ms`` (None: all) and are not here yet."""
         counts = {int(k): int(v) for k, v in obj["counts"].items()}
         reach, authors = obj["reach"], obj["authors"]
         samples, ingested = obj["samples"], obj["ingested"]
-        s.keys = sorted(counts)
-        s.counts = {k: counts[k] for k in s.keys}
-        for k in s.keys:
+        added = False
+        for k in sorted(counts):
+            if (from_ms is not None and k < from_ms) or k in self.counts:
+                continue
+            added = True
+            n = self.counts[k] = counts[k]
             key = str(k)
             got = ingested.get(key)
             these, best = authors[key], samples[key]
-            if s.counts[k] == 1 and len(these) == 1 and len(best) == 1:
-                s.records[k] = (
+            if n == 1 and len(these) == 1 and len(best) == 1:
+                self.records[k] = (
                     int(reach[key]),
                     these[0],
                     list(best[0]),
                     None if got is None else int(got),
                 )
                 continue
-            s.records[k] = [
+            self.records[k] = [
                 int(reach[key]),
                 set(these),
                 [list(x) for x in best],
                 None if got is None else int(got),
             ]
-        s.hist = _from_columns(obj["hist"])
-        s.tiles = _from_columns(obj["tiles"])
-        return s
+        if added:
+            self.keys = sorted(self.counts)
+            self.counts = {k: self.counts[k] for k in self.keys}
 
 
 def _columns(buckets: dict[int, int]) -> list[list[int]]:

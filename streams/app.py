@@ -184,8 +184,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         rules, metrics, idle_after_ms=int(settings.idle_partition_s * 1000), now_ms=_now_ms
     )
 
-    def load_state(brand: str) -> bytes | None:
-        value = table.get(brand.encode())
+    def load_state(key: str) -> bytes | None:
+        value = table.get(key.encode())
         return bytes(value) if value is not None else None
 
     unflushed = _Unflushed()
@@ -302,9 +302,17 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             # the changelog partition is the current event's: use one of the brand's own
             token = _current_event.set(weakref.ref(event))
             try:
-                table[brand.encode()] = detect_stage.dump(brand)
+                # what changed since the brand's last write-back: a segment of the
+                # buckets sealed since, the head, deletions of expired segments
+                for key, value in detect_stage.write(brand):
+                    k = key.encode()
+                    if value is not None:
+                        table[k] = value
+                    elif k in table:
+                        del table[k]
             finally:
                 _current_event.reset(token)
+            detect_stage.written(brand)
             detect_stage.update_gauges((brand,))
             if pause():
                 # a write-back takes at most a third of the event loop: run in one go it

@@ -21,6 +21,7 @@ from rules.detect import AlertEvent, BrandState, dump_state, load_state
 from rules.errors import InvalidPost
 from rules.model import Hit, VelocityRule
 from rules.post import decode_post
+from rules.state import state_written, write_state
 from rules.watermark import PartitionClock, WatermarkMerger
 from rules.windows import floor_to
 from streams.codecs import Tick, decode_items
@@ -180,6 +181,9 @@ class DetectStage:
     evaluated, or an open incident.  The first watermark of a partition after
     start, rebalance or rule reload advances every brand stored for it, which
     also rebuilds the schedule from the table.
+
+    ``load(key)`` reads the table: a brand's state is its head (key: the brand id)
+    and the segments it lists (``segment_key``); ``write`` says what to store.
     """
 
     def __init__(
@@ -241,7 +245,10 @@ class DetectStage:
         if st is None:
             raw = self.load(brand)
             detector = self.rules.current.detector
-            st = load_state(raw) if raw else detector.new_state(brand)
+            if raw:
+                st = load_state(raw, lambda seg_id: self.load(segment_key(brand, seg_id)))
+            else:
+                st = detector.new_state(brand)
             self.states[brand] = st
         return st
 
@@ -372,4 +379,28 @@ class DetectStage:
                         gauge(baseline_level, brand, rule.id).set(figures[1])
 
     def dump(self, brand: str) -> bytes:
+        """The brand's whole state (``dump_state``)."""
         return dump_state(self.states[brand])
+
+    def write(self, brand: str) -> list[tuple[str, bytes | None]]:
+        """What to store of the brand's state since its last write, in order: (key,
+        value) pairs, None a deletion (maybe of a key that is gone already).  Call
+        ``written`` once they are stored."""
+        w = write_state(self.states[brand])
+        ops: list[tuple[str, bytes | None]] = [
+            (segment_key(brand, seg_id), value) for seg_id, value in w.segments
+        ]
+        ops.append((brand, w.head))
+        ops.extend((segment_key(brand, seg_id), None) for seg_id in w.deleted)
+        return ops
+
+    def written(self, brand: str) -> None:
+        st = self.states.get(brand)
+        if st is not None:
+            state_written(st)
+
+
+def segment_key(brand: str, seg_id: int) -> str:
+    """The table key of a segment of a brand's state (``/`` is not in brand ids, so no
+    segment key is a brand's)."""
+    return f"{brand}/{seg_id}"

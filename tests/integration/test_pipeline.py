@@ -109,6 +109,15 @@ async def test_sigkill_mid_stream_resumes_from_the_changelog(
         while worker.metric("crisiswatch_posts_consumed_total") < cut // 2:
             assert time.monotonic() < deadline, worker.tail()
             await asyncio.sleep(0.2)
+        # a state write-back (every 2 s) has been stored: the restart reads brand heads
+        # and the segments of sealed buckets they list, then replays what is not acked
+        keys: set[bytes] = set()
+        while not (any(b"/" in k for k in keys) and any(b"/" not in k for k in keys)):
+            assert time.monotonic() < deadline, sorted(keys)
+            changelog = await consume_all(
+                kafka_bootstrap, f"{topic_prefix}.brand-state-changelog", timeout_s=2, idle_s=0.3
+            )
+            keys = {r.key for r in changelog if r.value is not None}
         worker.kill()
         worker.start()
         await produce(kafka_bootstrap, f"{topic_prefix}.posts", good[cut:])
