@@ -9,6 +9,7 @@ import asyncio
 import random
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,10 @@ class LatencyRun:
     matches: dict[int, list[tuple[int, int, int, int]]] = field(default_factory=dict)
     """matches partition -> (watermark after the record, tick sent ms, record CreateTime ms,
     received ms) in offset order: read when ``collect_alerts`` is given the matches topic."""
+    send_s: float = 0.0
+    """Seconds from the generator's first tick to the last post handed to its producer."""
+    ack_wait_s: float = 0.0
+    """Seconds from then until the broker had acknowledged every post."""
 
 
 POOL = 20_000
@@ -156,12 +161,19 @@ def _body_pool(rng: random.Random, n_brands: int) -> list[tuple[bytes, bytes, by
 
 
 async def produce_at_rate(
-    bootstrap: str, topic: str, run: LatencyRun, n_brands: int, duration_s: float
+    bootstrap: str,
+    topic: str,
+    run: LatencyRun,
+    n_brands: int,
+    duration_s: float,
+    on_start: Callable[[], None] | None = None,
 ) -> None:
     """``run.rate`` posts/s for ``duration_s``, paced by a 5 ms timer; each tick sends the
     posts due so far as one batch per partition with ``created_at = ingested_at =`` the
     tick's wall time.  Post bodies, keys and partitions are prepared before the clock
-    starts, so the generator costs little CPU next to the worker it measures."""
+    starts, so the generator costs little CPU next to the worker it measures.
+    ``on_start()`` is called as the clock starts (after that preparation, which takes
+    a second or two at high rates and is no part of the load)."""
     rng = random.Random(2)
     pool = _body_pool(rng, n_brands)
     total = int(run.rate * duration_s) + 1
@@ -174,6 +186,8 @@ async def produce_at_rate(
     await producer.start()
     futures = []
     try:
+        if on_start is not None:
+            on_start()
         started = time.monotonic()
         next_alarm = 0.0
         brand_cycle = 0
@@ -209,7 +223,10 @@ async def produce_at_rate(
                 run.sent += due - i
                 i = due
             await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - started - elapsed)))
+        handed = time.monotonic()
+        run.send_s += handed - started
         await asyncio.gather(*futures)
+        run.ack_wait_s += time.monotonic() - handed
     finally:
         await producer.stop()
 
