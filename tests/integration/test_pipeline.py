@@ -124,6 +124,11 @@ async def test_sigkill_mid_stream_resumes_from_the_changelog(
         alerts = await wait_alerts(kafka_bootstrap, f"{topic_prefix}.alerts", len(expected))
         # repeats allowed only as repeated ids (by_id asserts they are identical)
         assert by_id(alerts) == expected
+        # segments whose buckets left every window were deleted (tombstones)
+        changelog = await consume_all(
+            kafka_bootstrap, f"{topic_prefix}.brand-state-changelog", timeout_s=5, idle_s=0.5
+        )
+        assert any(r.value is None and b"/" in r.key for r in changelog)
     finally:
         worker.stop()
 
