@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -259,6 +260,9 @@ async def calibrate(worker: WorkerProcess, producer: Producer, posts: int) -> fl
 async def soak(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, object]:
     prefix = f"soak{int(time.time())}"
     rules = write_brands(workdir / "brands", args.brands)
+    # a new prefix each run: an earlier run's table state (RocksDB offsets of topics that
+    # are gone) would stop the worker at recovery
+    shutil.rmtree(workdir / "worker", ignore_errors=True)
     await create_topics(bootstrap, [f"{prefix}.posts"], partitions=4)
     worker = WorkerProcess(
         bootstrap,
