@@ -112,6 +112,10 @@ class KafkaSettings:
     """SASL password; never printed."""
     ssl_cafile: str | None = None
     """CA bundle to verify the broker's certificate."""
+    ssl_certfile: str | None = None
+    """Client certificate (mutual TLS), as the worker reads it."""
+    ssl_keyfile: str | None = None
+    """The client certificate's key."""
 
     @property
     def posts_topic(self) -> str:
@@ -145,7 +149,8 @@ class KafkaSettings:
             env, "CRISISWATCH_KAFKA_SASL_PASSWORD", where="CRISISWATCH_KAFKA_SASL_PASSWORD"
         )
         if protocol.startswith("SASL"):
-            mechanism = mechanism or "PLAIN"
+            # the worker's default too (streams.settings): one .env serves both
+            mechanism = mechanism or "SCRAM-SHA-512"
             if mechanism not in _SASL_MECHANISMS:
                 msg = (
                     f"CRISISWATCH_KAFKA_SASL_MECHANISM must be one of "
@@ -172,6 +177,8 @@ class KafkaSettings:
             sasl_username=username,
             sasl_password=password,
             ssl_cafile=env.get("CRISISWATCH_KAFKA_SSL_CAFILE") or None,
+            ssl_certfile=env.get("CRISISWATCH_KAFKA_SSL_CERTFILE") or None,
+            ssl_keyfile=env.get("CRISISWATCH_KAFKA_SSL_KEYFILE") or None,
         )
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -183,7 +190,9 @@ class KafkaSettings:
         if self.security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
 
-            kw["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+            kw["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
         if self.security_protocol.startswith("SASL"):
             kw["sasl_mechanism"] = self.sasl_mechanism
             kw["sasl_plain_username"] = self.sasl_username

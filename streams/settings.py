@@ -170,7 +170,8 @@ class Settings:
                 f"{', '.join(SECURITY_PROTOCOLS)}; got {protocol!r}"
             )
             raise SettingsError(msg)
-        mechanism = get("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").upper()
+        # empty (docker-compose passes the variable through unset as "") is the default
+        mechanism = get("KAFKA_SASL_MECHANISM", "").upper() or "SCRAM-SHA-512"
         if protocol.startswith("SASL") and mechanism not in SASL_MECHANISMS:
             msg = (
                 f"CRISISWATCH_KAFKA_SASL_MECHANISM: expected one of "

@@ -83,6 +83,34 @@ def test_kafka_settings_from_env_defaults_and_validation() -> None:
         KafkaSettings.from_env({"CRISISWATCH_KAFKA_BOOTSTRAP": "localhost"})
 
 
+def test_connectors_read_the_kafka_security_settings_as_the_worker_does() -> None:
+    """One .env serves the worker and the connectors: same defaults, same variables."""
+    from streams.settings import Settings
+
+    env = {
+        "CRISISWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CRISISWATCH_KAFKA_SASL_MECHANISM": "",  # as docker-compose passes it when unset
+        "CRISISWATCH_KAFKA_SASL_USERNAME": "crisiswatch",
+        "CRISISWATCH_KAFKA_SASL_PASSWORD": "change-me",
+    }
+    worker = Settings.from_env(env).security.aiokafka_kwargs()
+    connector = KafkaSettings.from_env(env).client_kwargs()
+    keys = ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+    assert {k: connector[k] for k in keys} == {k: worker[k] for k in keys}
+    assert connector["sasl_mechanism"] == "SCRAM-SHA-512"
+    mtls = KafkaSettings.from_env(
+        {
+            "CRISISWATCH_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "CRISISWATCH_KAFKA_SSL_CERTFILE": "/etc/crisiswatch/client.pem",
+            "CRISISWATCH_KAFKA_SSL_KEYFILE": "/etc/crisiswatch/client.key",
+        }
+    )
+    assert (mtls.ssl_certfile, mtls.ssl_keyfile) == (
+        "/etc/crisiswatch/client.pem",
+        "/etc/crisiswatch/client.key",
+    )
+
+
 def test_secret_never_prints() -> None:
     secret = Secret("hunter2")
     assert str(secret) == "***" and "hunter2" not in repr(secret) and f"{secret}" == "***"
