@@ -103,6 +103,19 @@ sealed since the brand's last one, as a segment, and the brand's head), not the 
 (docs/operator-guide.md, "Brand state write-back")."""
 
 
+def run_stamp() -> str:
+    """When, on which commit, and how busy the machine was as the run ended."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return f"{when}, commit {commit or 'unknown'}, load average {load} at the end"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -571,7 +584,7 @@ def report(
     command = "bench/bench_worker.py" + (" --quick" if args.quick else "")
     return f"""{SECTION}
 
-Command: `.venv/bin/python {command}` (run by `make bench`).
+Command: `.venv/bin/python {command}` (run by `make bench`), {run_stamp()}.
 Machine: {machine()}; one broker (Kafka 4.1, KRaft, local jars), one `crisiswatch worker`
 process and this benchmark process share the machine. {PARTITIONS} partitions, RocksDB store,
 1,000 brands (4 rules each), lateness {LATENESS_MS} ms, step {STEP_MS} ms.
