@@ -15,7 +15,6 @@ Two forms:
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -91,12 +90,16 @@ class BrandState:
         return value if isinstance(value, RangeCache) else None
 
     def to_obj(self) -> dict[str, Any]:
+        return self.obj_with(STATE_VERSION, {name: s.to_obj() for name, s in self.series.items()})
+
+    def obj_with(self, version: int, series: dict[str, Any]) -> dict[str, Any]:
+        """``to_obj``'s form with this version and these series objects."""
         return {
-            "v": STATE_VERSION,
+            "v": version,
             "brand": self.brand,
             "last_boundary_ms": self.last_boundary_ms,
             "first_hit_ms": self.first_hit_ms,
-            "series": {name: s.to_obj() for name, s in self.series.items()},
+            "series": series,
             "dedup": self.dedup,
             "incidents": {rule_id: inc.to_obj() for rule_id, inc in self.incidents.items()},
             "counted": self.counted,
@@ -225,9 +228,7 @@ def write_state(state: BrandState) -> StateWrite:
         part: dict[str, Any] = {}
         starts: list[int] = []
         for name, series in state.series.items():
-            keys = series.keys[: bisect_left(series.keys, until)]
-            if sealed is not None:
-                keys = keys[bisect_left(keys, sealed) :]
+            keys = series.window_keys(-(2**63) if sealed is None else sealed, until)
             if keys:
                 part[name] = series.buckets_obj(keys)
                 starts.append(keys[0])
@@ -255,17 +256,10 @@ def write_state(state: BrandState) -> StateWrite:
     if expired:
         state.deleting.extend(ids[:expired])
         del ids[:expired]
-    head = {
-        "v": HEAD_VERSION,
-        "brand": state.brand,
-        "last_boundary_ms": state.last_boundary_ms,
-        "first_hit_ms": state.first_hit_ms,
-        "series": {name: _head_series(s, sealed) for name, s in state.series.items()},
-        "dedup": state.dedup,
-        "incidents": {rule_id: inc.to_obj() for rule_id, inc in state.incidents.items()},
-        "counted": state.counted,
-        "late": state.late,
-        "duplicates": state.duplicates,
+    head = state.obj_with(
+        HEAD_VERSION, {name: _head_series(s, sealed) for name, s in state.series.items()}
+    )
+    head |= {
         "sealed_ms": sealed,
         # the first id, then the gaps between ids: a 10-minute window written every
         # 2 s has some 300 segments
