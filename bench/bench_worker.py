@@ -322,6 +322,8 @@ def thirds_p50(lat: Latency) -> tuple[float, float]:
     return percentile(lat.samples_ms[:third], 0.5), percentile(lat.samples_ms[-third:], 0.5)
 
 
+GENERATOR_SHORT = "the load generator sent only"
+"""How ``keeps_up`` begins when the generator, not the worker, fell short."""
 GROWTH_LIMIT = 0.01
 """A step is kept up with while its backlog grows by less than 1% of the input rate."""
 
@@ -348,7 +350,7 @@ def keeps_up(lat: Latency, seconds: float) -> str | None:
     worker.
     """
     if lat.achieved < 0.95 * lat.rate:
-        return f"the load generator sent only {lat.achieved:,.0f} posts/s"
+        return f"{GENERATOR_SHORT} {lat.achieved:,.0f} posts/s"
     if lat.backlog > 0.5 * lat.achieved:
         return f"{lat.backlog:,.0f} posts not yet consumed when sending stopped"
     if len(lat.samples_ms) < 30:
@@ -385,7 +387,7 @@ class Ramp:
     @property
     def limited_by_generator(self) -> bool:
         """The ramp ended because the load generator, not the worker, fell short."""
-        return bool(self.steps) and (self.steps[-1][1] or "").startswith("the load generator")
+        return bool(self.steps) and (self.steps[-1][1] or "").startswith(GENERATOR_SHORT)
 
 
 async def ramp_up(
@@ -466,6 +468,7 @@ def record(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
 
 
 def lat_seconds(args: argparse.Namespace) -> float:
+    """Length of each latency phase (the ramp steps have their own)."""
     return 10.0 if args.quick else float(args.seconds)
 
 
@@ -646,7 +649,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     n_posts = min(args.posts, 30_000) if args.quick else args.posts
-    duration_s = 10.0 if args.quick else args.seconds
+    duration_s = lat_seconds(args)
     ramp_rates = [float(r) for r in args.ramp.split(",") if r.strip()]
     if args.quick:
         ramp_rates = ramp_rates[:1]

@@ -185,12 +185,12 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         rules, metrics, idle_after_ms=int(settings.idle_partition_s * 1000), now_ms=_now_ms
     )
 
-    def load_state(key: str) -> bytes | None:
+    def read_table(key: str) -> bytes | None:
         value = table.get(key.encode())
         return bytes(value) if value is not None else None
 
     unflushed = _Unflushed()
-    detect_stage = DetectStage(rules, metrics, partitions=n, load=load_state, now_ms=_now_ms)
+    detect_stage = DetectStage(rules, metrics, partitions=n, load=read_table, now_ms=_now_ms)
     sender = f"{settings.app_id}:{uuid.uuid4().hex[:8]}"
 
     match_loop = MatchLoop(settings, match_stage, metrics, sender=sender)
