@@ -11,6 +11,10 @@ Two forms:
   in it has been pruned.  A write-back then costs what changed since the last
   one, not the whole window: at 1 s steps a 10-minute window of a busy brand is
   hundreds of kilobytes, rewritten in full every few seconds before this.
+  Segments are merged as in a log-structured merge tree: ``SEGMENT_FANOUT``
+  newest segments of one level become one segment of the next level, so a brand
+  keeps a few dozen segments however long its windows (a restart reads them
+  all), at the cost of writing each bucket once more per level.
 """
 
 from __future__ import annotations
@@ -27,9 +31,16 @@ from rules.windows import RangeCache, Series
 
 STATE_VERSION = 2
 """2: history as ``[starts, counts]`` columns; version 1 (a map) still loads."""
-HEAD_VERSION = 3
-"""A head of the incremental form (``write_state``); its segments are read with it."""
-READABLE_VERSIONS = (1, 2, HEAD_VERSION)
+HEAD_VERSION = 4
+"""A head of the incremental form (``write_state``); its segments are read with it.
+4: segments have levels (merged segments); a version 3 head (all level 0) still loads."""
+INCREMENTAL_VERSIONS = (3, HEAD_VERSION)
+READABLE_VERSIONS = (1, 2, *INCREMENTAL_VERSIONS)
+SEGMENT_FANOUT = 16
+"""This many newest segments of one level are merged into one of the next level, while
+the result spans at most 1/16 of the live buckets (see ``_merge``): a 10-minute window
+written every 2 s keeps about 35 segments instead of 300; a day, about 200 instead of
+43,200."""
 
 
 class BrandState:
@@ -50,6 +61,7 @@ class BrandState:
         "incidents",
         "last_boundary_ms",
         "late",
+        "levels",
         "sealed_ms",
         "segments",
         "series",
@@ -82,8 +94,10 @@ class BrandState:
         self.segments: list[int] = []
         """Stored segments by id, ascending; one holds bucket starts from its id (the
         first: from any time) up to the next one's id (the last: up to ``sealed_ms``)."""
-        self.deleting: list[int] = []
-        """Expired segments whose deletion may not be stored yet."""
+        self.levels: list[int] = []
+        """Each segment's merge level (0: written as sealed; see ``segment_name``)."""
+        self.deleting: list[str] = []
+        """Names of segments (expired or merged) whose deletion may not be stored yet."""
 
     def range_cache(self, key: tuple[Any, ...]) -> RangeCache | None:
         value = self.cache.get(key)
@@ -119,10 +133,14 @@ class BrandState:
         state.last_boundary_ms = obj["last_boundary_ms"]
         state.first_hit_ms = obj["first_hit_ms"]
         state.series = {name: Series.from_obj(s) for name, s in obj["series"].items()}
-        if obj["v"] == HEAD_VERSION:
+        if obj["v"] in INCREMENTAL_VERSIONS:
             state.sealed_ms = obj["sealed_ms"]
             state.segments = _from_gaps(obj["segments"])
-            state.deleting = [int(i) for i in obj["deleting"]]
+            state.levels = [int(x) for x in obj.get("levels", [0] * len(state.segments))]
+            if len(state.levels) != len(state.segments):
+                msg = f"{len(state.levels)} levels for {len(state.segments)} segments"
+                raise TypeError(msg)
+            state.deleting = [str(x) for x in obj["deleting"]]
         state.dedup = {str(k): int(v) for k, v in obj["dedup"].items()}
         state.incidents = {
             rule_id: Incident.from_obj(inc) for rule_id, inc in obj["incidents"].items()
@@ -138,8 +156,16 @@ def dump_state(state: BrandState) -> bytes:
     return orjson.dumps(state.to_obj(), option=orjson.OPT_SORT_KEYS)
 
 
-SegmentReader = Callable[[int], bytes | None]
-"""A stored segment of the brand being loaded, by id (None: not stored)."""
+SegmentReader = Callable[[str], bytes | None]
+"""A stored segment of the brand being loaded, by name (``segment_name``; None: not
+stored)."""
+
+
+def segment_name(seg_id: int, level: int) -> str:
+    """A segment's name (the part of its key after the brand): its id, and its merge
+    level when above 0 (``1700000000000``, ``1700000000000.2``).  A merged segment
+    has a name of its own, so no head that lists the segments it replaces reads it."""
+    return str(seg_id) if level == 0 else f"{seg_id}.{level}"
 
 
 def load_state(data: bytes, segment: SegmentReader | None = None) -> BrandState:
@@ -148,13 +174,14 @@ def load_state(data: bytes, segment: SegmentReader | None = None) -> BrandState:
     obj = _json_object(data, "brand state")
     try:
         state = BrandState.from_obj(obj)
-        if obj["v"] == HEAD_VERSION:
+        if obj["v"] in INCREMENTAL_VERSIONS:
             if segment is None:
                 msg = "an incremental head: its segments are needed to load it"
                 raise ValueError(msg)
             froms = {name: s.get("from") for name, s in obj["series"].items()}
-            for seg_id in state.segments:
-                _put_segment(state, seg_id, segment(seg_id), froms)
+            for seg_id, level in zip(state.segments, state.levels, strict=True):
+                seg = segment_name(seg_id, level)
+                _put_segment(state, seg, segment(seg), froms)
     except (KeyError, TypeError, AttributeError) as exc:
         msg = f"brand state for {obj.get('brand')!r} is malformed: missing or bad {exc}"
         raise ValueError(msg) from None
@@ -174,14 +201,15 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _put_segment(
-    state: BrandState, seg_id: int, data: bytes | None, froms: dict[str, int | None]
+    state: BrandState, seg_id: str, data: bytes | None, froms: dict[str, int | None]
 ) -> None:
-    """Add segment ``seg_id``'s buckets that the head's series still hold."""
+    """Add segment ``seg_id``'s buckets that the head's series still hold (a bucket
+    that is here already came from the head or another segment: the same values)."""
     if data is None:
         msg = f"brand state for {state.brand!r}: segment {seg_id} is missing from the store"
         raise ValueError(msg)
     obj = _json_object(data, f"segment {seg_id} of brand {state.brand!r}")
-    if obj.get("v") != HEAD_VERSION or obj.get("brand") != state.brand:
+    if obj.get("v") not in INCREMENTAL_VERSIONS or obj.get("brand") != state.brand:
         msg = (
             f"segment {seg_id} of brand {state.brand!r} is foreign: "
             f"version {obj.get('v')!r}, brand {obj.get('brand')!r}"
@@ -206,46 +234,41 @@ class StateWrite:
     """
 
     head: bytes
-    segments: tuple[tuple[int, bytes], ...]
-    """(segment id, value) to store."""
-    deleted: tuple[int, ...]
-    """Segment ids to delete (some may be gone already)."""
+    segments: tuple[tuple[str, bytes], ...]
+    """(segment name, value) to store."""
+    deleted: tuple[str, ...]
+    """Names of segments to delete (some may be gone already)."""
 
 
-def write_state(state: BrandState) -> StateWrite:
+def write_state(state: BrandState, fanout: int = SEGMENT_FANOUT) -> StateWrite:
     """What to store of ``state`` since its last ``write_state``: the step buckets
     sealed since (one new segment), the head, and the segments that have expired.
 
-    Updates the state's bookkeeping as if the write will be stored; call
-    ``state_written`` once it is.  A segment's id is the seal time it starts at
-    (the first one's: its earliest bucket), so the write-back that a restart
-    repeats from the same head stores the same key.
+    First, while the ``fanout`` newest stored segments have one level, they are merged
+    into one segment of the next level (``_merge``).  Updates the state's bookkeeping
+    as if the write will be stored; call ``state_written`` once it is.  A new
+    segment's id is the seal time it starts at (the first one's: its earliest
+    bucket), and a merged one's the id of the first it replaces, so the write-back
+    that a restart repeats from the same head stores the same keys.
     """
+    if fanout < 2:
+        msg = f"fanout must be at least 2; got {fanout}"
+        raise ValueError(msg)
+    writes = _merge(state, fanout)
     sealed = state.sealed_ms
     until = state.last_boundary_ms
-    new: list[tuple[int, bytes]] = []
     if until is not None and (sealed is None or until > sealed):
-        part: dict[str, Any] = {}
-        starts: list[int] = []
-        for name, series in state.series.items():
-            keys = series.window_keys(-(2**63) if sealed is None else sealed, until)
-            if keys:
-                part[name] = series.buckets_obj(keys)
-                starts.append(keys[0])
+        lo = -(2**63) if sealed is None else sealed
+        part, first = _buckets(state, lo, until)
         if part:
-            seg_id = min(starts) if sealed is None else sealed
-            doc = {
-                "v": HEAD_VERSION,
-                "brand": state.brand,
-                "lo": sealed,
-                "hi": until,
-                "series": part,
-            }
-            new.append((seg_id, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)))
+            seg_id = sealed if sealed is not None else first
+            assert seg_id is not None  # part holds a bucket
+            writes.append((segment_name(seg_id, 0), _segment_doc(state, sealed, until, part)))
             state.segments.append(seg_id)
+            state.levels.append(0)
         state.sealed_ms = sealed = until
-    first = [s.keys[0] for s in state.series.values() if s.keys]
-    live_from = min(first) if first else None
+    first_keys = [s.keys[0] for s in state.series.values() if s.keys]
+    live_from = min(first_keys) if first_keys else None
     ids = state.segments
     expired = 0
     while expired < len(ids):
@@ -254,21 +277,82 @@ def write_state(state: BrandState) -> StateWrite:
             break
         expired += 1  # every bucket in it is pruned
     if expired:
-        state.deleting.extend(ids[:expired])
+        state.deleting.extend(
+            segment_name(i, lv) for i, lv in zip(ids[:expired], state.levels[:expired], strict=True)
+        )
         del ids[:expired]
+        del state.levels[:expired]
     head = state.obj_with(
         HEAD_VERSION, {name: _head_series(s, sealed) for name, s in state.series.items()}
     )
     head |= {
         "sealed_ms": sealed,
-        # the first id, then the gaps between ids: a 10-minute window written every
-        # 2 s has some 300 segments
+        # the first id, then the gaps between ids
         "segments": ids[:1] + [b - a for a, b in pairwise(ids)],
+        "levels": state.levels,
         "deleting": state.deleting,
     }
     return StateWrite(
-        orjson.dumps(head, option=orjson.OPT_SORT_KEYS), tuple(new), tuple(state.deleting)
+        orjson.dumps(head, option=orjson.OPT_SORT_KEYS), tuple(writes), tuple(state.deleting)
     )
+
+
+def _merge(state: BrandState, fanout: int) -> list[tuple[str, bytes]]:
+    """Merge the ``fanout`` newest segments while they have one level and together span
+    at most 1/``fanout`` of the live buckets: one segment of the next level, named by
+    the first one's id, holds their buckets that are still live (read from the state:
+    a sealed bucket never changes).  The segments merged away go to ``deleting``.
+    Returns the merged segments to store.
+
+    So a brand keeps about ``fanout`` segments of the longest span plus fewer than
+    ``fanout`` per level below, and each bucket is written once per level.
+
+    Only segments a stored head lists are merged, so a head stored earlier still finds
+    every segment it lists (they are deleted after the new head is stored), and none
+    of them has changed.
+    """
+    ids, levels = state.segments, state.levels
+    hi = state.sealed_ms
+    first_keys = [s.keys[0] for s in state.series.values() if s.keys]
+    if hi is None or not first_keys:
+        return []
+    # no merged segment spans more than 1/fanout of the live buckets (about the longest
+    # window): merging the whole window at once would be a burst of a write
+    longest = (hi - min(first_keys)) // fanout
+    writes: dict[str, bytes] = {}
+    while len(ids) >= fanout and len(set(levels[-fanout:])) == 1:
+        start = len(ids) - fanout
+        lo, level = ids[start], levels[-1] + 1
+        if hi - lo > longest:
+            break
+        part, _ = _buckets(state, lo, hi)
+        name = segment_name(lo, level)
+        for i, lv in zip(ids[start:], levels[start:], strict=True):
+            gone = segment_name(i, lv)
+            state.deleting.append(gone)  # maybe stored by a write a crash cut short
+            writes.pop(gone, None)  # merged again before it was ever stored
+        writes[name] = _segment_doc(state, lo, hi, part)
+        del ids[start + 1 :], levels[start + 1 :]
+        levels[start] = level
+    return list(writes.items())
+
+
+def _buckets(state: BrandState, lo_ms: int, hi_ms: int) -> tuple[dict[str, Any], int | None]:
+    """Each series' step buckets starting in ``[lo_ms, hi_ms)`` (series with none are
+    left out), and the earliest start among them."""
+    part: dict[str, Any] = {}
+    first: int | None = None
+    for name, series in state.series.items():
+        keys = series.window_keys(lo_ms, hi_ms)
+        if keys:
+            part[name] = series.buckets_obj(keys)
+            first = keys[0] if first is None else min(first, keys[0])
+    return part, first
+
+
+def _segment_doc(state: BrandState, lo: int | None, hi: int, part: dict[str, Any]) -> bytes:
+    doc = {"v": HEAD_VERSION, "brand": state.brand, "lo": lo, "hi": hi, "series": part}
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
 def _from_gaps(value: list[int]) -> list[int]:

@@ -21,7 +21,7 @@ from rules.detect import AlertEvent, BrandState, dump_state, load_state
 from rules.errors import InvalidPost
 from rules.model import Hit, VelocityRule
 from rules.post import decode_post
-from rules.state import state_written, write_state
+from rules.state import SEGMENT_FANOUT, state_written, write_state
 from rules.watermark import PartitionClock, WatermarkMerger
 from rules.windows import floor_to
 from streams.codecs import Tick, decode_items
@@ -183,7 +183,8 @@ class DetectStage:
     also rebuilds the schedule from the table.
 
     ``load(key)`` reads the table: a brand's state is its head (key: the brand id)
-    and the segments it lists (``segment_key``); ``write`` says what to store.
+    and the segments it lists (``segment_key``); ``write`` says what to store, with
+    ``segment_fanout`` segments of a level merged into one (``rules.state.write_state``).
     """
 
     def __init__(
@@ -194,8 +195,10 @@ class DetectStage:
         partitions: int,
         load: Callable[[str], bytes | None],
         now_ms: Callable[[], int],
+        segment_fanout: int = SEGMENT_FANOUT,
     ) -> None:
         self.rules = rules
+        self.segment_fanout = segment_fanout
         self.metrics = metrics
         self.partitions = partitions
         self.load = load
@@ -246,7 +249,7 @@ class DetectStage:
             raw = self.load(brand)
             detector = self.rules.current.detector
             if raw:
-                st = load_state(raw, lambda seg_id: self.load(segment_key(brand, seg_id)))
+                st = load_state(raw, lambda name: self.load(segment_key(brand, name)))
             else:
                 st = detector.new_state(brand)
             self.states[brand] = st
@@ -386,12 +389,12 @@ class DetectStage:
         """What to store of the brand's state since its last write, in order: (key,
         value) pairs, None a deletion (maybe of a key that is gone already).  Call
         ``written`` once they are stored."""
-        w = write_state(self.states[brand])
+        w = write_state(self.states[brand], self.segment_fanout)
         ops: list[tuple[str, bytes | None]] = [
-            (segment_key(brand, seg_id), value) for seg_id, value in w.segments
+            (segment_key(brand, name), value) for name, value in w.segments
         ]
         ops.append((brand, w.head))
-        ops.extend((segment_key(brand, seg_id), None) for seg_id in w.deleted)
+        ops.extend((segment_key(brand, name), None) for name in w.deleted)
         return ops
 
     def written(self, brand: str) -> None:
@@ -400,7 +403,7 @@ class DetectStage:
             state_written(st)
 
 
-def segment_key(brand: str, seg_id: int) -> str:
-    """The table key of a segment of a brand's state (``/`` is not in brand ids, so no
-    segment key is a brand's)."""
-    return f"{brand}/{seg_id}"
+def segment_key(brand: str, name: str) -> str:
+    """The table key of a segment of a brand's state (``rules.state.segment_name``; ``/``
+    is not in brand ids, so no segment key is a brand's)."""
+    return f"{brand}/{name}"

@@ -2,8 +2,9 @@
 
 A store that applies each write (segments, head, deletions, in that order) and is
 read back with ``load_state`` must give the state the detector holds in memory,
-through pruning, rule reloads that drop a series, and a write cut short after
-its head; and a write costs what changed, not the whole window.
+through pruning, segment merges, rule reloads that drop a series, and a write cut
+short after its head or before it; and a write costs what changed, not the whole
+window, while the segments a brand keeps stay few.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.detect import Detector, dump_state, load_state
-from rules.state import BrandState, StateWrite, state_written, write_state
+from rules.state import (
+    SEGMENT_FANOUT,
+    BrandState,
+    StateWrite,
+    segment_name,
+    state_written,
+    write_state,
+)
 from tests.rules.detect_support import MIN, hit, keyword, ruleset, velocity
 
 FULL = ruleset(
@@ -29,15 +37,17 @@ class Store:
 
     def __init__(self) -> None:
         self.head: bytes | None = None
-        self.segments: dict[int, bytes] = {}
+        self.segments: dict[str, bytes] = {}
 
-    def apply(self, w: StateWrite, *, deletions: bool = True) -> None:
-        for seg_id, value in w.segments:
-            self.segments[seg_id] = value
+    def apply(self, w: StateWrite, *, head: bool = True, deletions: bool = True) -> None:
+        for name, value in w.segments:
+            self.segments[name] = value
+        if not head:
+            return  # cut short before the head
         self.head = w.head
         if deletions:
-            for seg_id in w.deleted:
-                self.segments.pop(seg_id, None)
+            for name in w.deleted:
+                self.segments.pop(name, None)
 
     def load(self) -> BrandState:
         assert self.head is not None
@@ -48,18 +58,26 @@ ops = st.lists(
     st.one_of(
         st.tuples(st.just("hit"), st.integers(0, 40), st.integers(0, 5), st.booleans()),
         st.tuples(st.just("advance"), st.integers(0, 20), st.just(0), st.just(False)),
-        st.tuples(st.just("write"), st.just(0), st.just(0), st.booleans()),
+        # b: 0 stored whole, 1 cut short after the head, 2 cut short before it
+        st.tuples(st.just("write"), st.just(0), st.integers(0, 2), st.just(False)),
         st.tuples(st.just("reload"), st.just(0), st.just(0), st.booleans()),
     ),
     max_size=80,
 )
 
 
-def _run(steps: list[tuple[str, int, int, bool]], restart: bool) -> tuple[list, list[bytes]]:
+def names(state: BrandState) -> set[str]:
+    return {segment_name(i, lv) for i, lv in zip(state.segments, state.levels, strict=True)}
+
+
+def _run(
+    steps: list[tuple[str, int, int, bool]], restart: bool, fanout: int
+) -> tuple[list, list[bytes]]:
     detectors = {True: Detector(FULL), False: Detector(NO_KEYWORD)}
     full = True
     store = Store()
     s = detectors[full].new_state("acme")
+    stored: bytes | None = None  # the state the stored head holds
     now = 0
     events, dumps = [], []
     for n, (op, a, b, flag) in enumerate(steps):
@@ -74,27 +92,35 @@ def _run(steps: list[tuple[str, int, int, bool]], restart: bool) -> tuple[list, 
             full = not full  # the keyword rule (and its series) goes, or comes back
             events += detectors[full].advance(s, now)
         else:
-            # flag: the write is cut short after its head (a crash before the deletions)
-            store.apply(write_state(s), deletions=not flag)
+            w = write_state(s, fanout)
+            if b == 2:
+                # a crash before the head: the stored head still loads as it was (merged
+                # segments have names of their own), and the write is then made again
+                store.apply(w, head=False)
+                if stored is not None:
+                    assert dump_state(store.load()) == stored
+            # b == 1: cut short after its head (a crash before the deletions)
+            store.apply(w, deletions=b != 1)
             loaded = store.load()
-            assert dump_state(loaded) == dump_state(s)
-            if not flag:
+            stored = dump_state(loaded)
+            assert stored == dump_state(s)
+            if b != 1:
                 state_written(s)
-                assert set(store.segments) == set(s.segments)
-            if restart or flag:
+                assert set(store.segments) == names(s)
+            if restart or b == 1:
                 s = loaded  # a restart reads the store (a crash always does)
         dumps.append(dump_state(s))
     events += detectors[full].advance(s, now + 3 * 3_600_000)
     return [e.to_cloudevent() for e in events], dumps
 
 
-@settings(max_examples=60, deadline=None)
-@given(steps=ops)
+@settings(max_examples=80, deadline=None)
+@given(steps=ops, fanout=st.sampled_from([2, 3, SEGMENT_FANOUT]))
 def test_the_stored_form_is_the_state_and_changes_no_decision(
-    steps: list[tuple[str, int, int, bool]],
+    steps: list[tuple[str, int, int, bool]], fanout: int
 ) -> None:
-    plain_events, plain_dumps = _run(steps, restart=False)
-    restarted_events, restarted_dumps = _run(steps, restart=True)
+    plain_events, plain_dumps = _run(steps, restart=False, fanout=fanout)
+    restarted_events, restarted_dumps = _run(steps, restart=True, fanout=fanout)
     assert restarted_events == plain_events
     assert restarted_dumps == plain_dumps
 
@@ -115,38 +141,115 @@ def test_a_write_cut_short_is_finished_by_the_next_one() -> None:
     cut = write_state(s)
     assert cut.deleted
     store.apply(cut, deletions=False)  # the worker died before the deletions
-    leaked = set(store.segments) - set(s.segments)
+    leaked = set(store.segments) - names(s)
     assert leaked == set(cut.deleted)
     again = store.load()
     assert again.deleting == list(cut.deleted)
     store.apply(write_state(again))
     state_written(again)
-    assert set(store.segments) == set(again.segments)
+    assert set(store.segments) == names(again)
     assert dump_state(store.load()) == dump_state(s)
 
 
-def test_a_write_costs_what_changed_not_the_window() -> None:
+def _written(fanout: int) -> tuple[BrandState, Store, list[int], int]:
     """30 minutes of 2 hits/s into 10-minute windows at 1 s steps, written every 2 s:
-    a write stays the size of two seconds' buckets while the whole state grows
-    with the window."""
+    the state, its store, the size of each write and the most segments stored in the
+    last 10 minutes."""
     d = Detector(ruleset(velocity(warmup_ms=0, min_count=10**6)), step_ms=1_000)
     s = d.new_state("acme")
     store = Store()
-    sizes = []
+    sizes, most = [], 0
     for t in range(0, 30 * MIN, 500):
         d.observe(s, hit(t, t, author=f"a{t % 97}", followers=t % 1_000))
         d.advance(s, t)
         if t % 2_000 == 0:
-            w = write_state(s)
+            w = write_state(s, fanout)
             store.apply(w)
             state_written(s)
             sizes.append(len(w.head) + sum(len(v) for _, v in w.segments))
+            if t >= 20 * MIN:
+                most = max(most, len(store.segments))
+    return s, store, sizes, most
+
+
+def test_a_write_costs_what_changed_not_the_window() -> None:
+    """A write is the size of two seconds' buckets plus the head, while the whole
+    state grows with the window; a merge writes at most a sixteenth of the window."""
+    s, store, sizes, _ = _written(SEGMENT_FANOUT)
     whole = len(dump_state(s))
     assert whole > 100_000  # the test covers a full window
-    assert max(sizes[len(sizes) // 2 :]) < whole / 20
-    # segments are deleted as the window moves on: about a window's worth are kept
-    assert 290 <= len(store.segments) <= 340
+    later = sizes[len(sizes) // 2 :]
+    assert sum(later) / len(later) < whole / 30
+    assert max(later) < whole / 10
     store.apply(write_state(s))
+    assert dump_state(store.load()) == dump_state(s)
+
+
+def test_merged_segments_keep_a_brand_to_a_few_dozen_keys() -> None:
+    """Unmerged, a 10-minute window written every 2 s is some 300 segments, all read by a
+    restart and all listed by every head; merged, a few dozen, and the writes shrink."""
+    unmerged_state, unmerged, unmerged_sizes, unmerged_most = _written(10**9)
+    merged_state, merged, merged_sizes, merged_most = _written(SEGMENT_FANOUT)
+    assert 290 <= unmerged_most <= 340  # about a window's worth: deleted as it moves on
+    assert merged_most <= 45
+    assert {lv for lv in merged_state.levels} == {0, 1}  # 16 x 2 s merged; 32 x 2 s too long
+    assert max(unmerged_state.levels) == 0
+    assert sum(merged_sizes) < sum(unmerged_sizes)  # shorter heads outweigh the rewrites
+    assert len(merged.head or b"") < len(unmerged.head or b"") * 0.7  # ids: 300 -> 35
+    assert dump_state(merged.load()) == dump_state(unmerged.load())
+
+
+def test_a_head_stored_before_a_merge_reads_none_of_its_segments() -> None:
+    """A crash after a merge's segments are stored and before its head: the stored head
+    lists only segments that are still there, unchanged, and the merged one has a name
+    of its own; the next head lists it and the write's deletions remove the rest."""
+    d = Detector(ruleset(velocity(warmup_ms=0, min_count=10**6)), step_ms=1_000)
+    s = d.new_state("acme")
+    store = Store()
+    merges = 0
+    for t in range(0, 30 * MIN, 1_000):
+        d.observe(s, hit(t, t))
+        d.advance(s, t)
+        if t % 10_000:
+            continue
+        w = write_state(s, 4)
+        merged = [name for name, _ in w.segments if "." in name]
+        if merged and t > 12 * MIN:
+            merges += 1
+            before = store.head
+            old = store.load()
+            store.apply(w, head=False)
+            assert store.head == before
+            assert dump_state(store.load()) == dump_state(old)
+            assert not set(merged) & names(old)
+        store.apply(w)
+        state_written(s)
+        assert set(store.segments) == names(s)
+        assert dump_state(store.load()) == dump_state(s)
+    assert merges >= 10
+
+
+def test_a_version_3_head_loads_and_its_segments_merge() -> None:
+    """Heads written before segments had levels (version 3) list level-0 segments only."""
+    d = Detector(FULL)
+    s = d.new_state("acme")
+    store = Store()
+    for t in range(0, 20 * MIN, 10_000):
+        d.observe(s, hit(t, t, "recall"))
+        d.advance(s, t)
+        store.apply(write_state(s, 10**9))
+        state_written(s)
+    head = orjson.loads(store.head or b"")
+    assert head["v"] == 4 and set(head["levels"]) == {0}
+    head["v"] = 3
+    del head["levels"]
+    store.head = orjson.dumps(head)
+    old = store.load()
+    assert dump_state(old) == dump_state(s)
+    store.apply(write_state(old, 4))  # 4 x 10 s fit in a quarter of the window
+    state_written(old)
+    assert max(old.levels) == 1
+    assert set(store.segments) == names(old)
     assert dump_state(store.load()) == dump_state(s)
 
 
@@ -158,7 +261,7 @@ def test_a_whole_state_loads_and_its_first_write_seals_it() -> None:
         d.advance(s, t)
     old = load_state(dump_state(s))  # a version 2 value, from before segments
     w = write_state(old)
-    assert [seg_id for seg_id, _ in w.segments] == [min(x.keys[0] for x in s.series.values())]
+    assert [name for name, _ in w.segments] == [str(min(x.keys[0] for x in s.series.values()))]
     store = Store()
     store.apply(w)
     assert dump_state(store.load()) == dump_state(s)

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from rules.engine import Engine
 from rules.loader import load_rules
-from rules.post import post_from_dict
+from rules.post import format_rfc3339_ms, post_from_dict
+from rules.state import BrandState, segment_name
 from rules.watermark import PartitionReport
 from streams.codecs import Tick, decode_record, encode_hit, encode_tick
 from streams.metrics import WorkerMetrics
@@ -210,3 +211,43 @@ def test_a_batch_matched_in_slices_gives_what_one_call_gives(rules_dir: Path) ->
     assert [d["offset"] for _, d in joined.dead_letters] == [
         d["offset"] for _, d in whole.dead_letters
     ]
+
+
+def test_incremental_write_backs_restart_to_the_same_states(rules_dir: Path) -> None:
+    """What ``DetectStage.write`` stores, applied in order to a table after each record
+    (as the agent's write-back does), restarts a stage with the states it had: heads
+    under the brand, segments under ``<brand>/<name>`` (merged ones too), and the
+    expired and merged-away segments deleted."""
+    first = scenario.posts()[0]
+    start_ms = 1_790_000_000_000
+    items = [  # a post mentioning acme every 2 s for 30 minutes
+        {**first, "id": f"dense-{i}", "text": "acme burgers are fine",
+         "created_at": format_rfc3339_ms(start_ms + 2_000 * i)}
+        for i in range(900)
+    ]  # fmt: skip
+    metrics = WorkerMetrics(CollectorRegistry())
+    holder = RuleHolder(rules_dir, metrics, lateness_ms=60_000, step_ms=10_000)
+    match = MatchStage(holder, metrics, idle_after_ms=1_000, now_ms=lambda: 1_000)
+    table: dict[str, bytes] = {}
+    detect = DetectStage(
+        holder, metrics, partitions=PARTS, load=table.get, now_ms=lambda: 1_000, segment_fanout=2
+    )
+    merged, deleted = set(), 0
+    for record in matches_records(match, items):
+        for brand in detect.process([record]).dirty:
+            for key, value in detect.write(brand):
+                if value is None:
+                    deleted += table.pop(key, None) is not None
+                else:
+                    table[key] = value
+                    merged |= {key} if "." in key else set()
+            detect.written(brand)
+    assert merged and deleted
+    assert set(table) == {"acme"} | {f"acme/{n}" for n in _names(detect.states["acme"])}
+    again = DetectStage(holder, metrics, partitions=PARTS, load=table.get, now_ms=lambda: 1_000)
+    again.state("acme")  # read from the table: the head, then the segments it lists
+    assert again.dump("acme") == detect.dump("acme")
+
+
+def _names(st: BrandState) -> set[str]:
+    return {segment_name(i, lv) for i, lv in zip(st.segments, st.levels, strict=True)}
