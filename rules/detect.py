@@ -59,7 +59,6 @@ _IGNORED: tuple[str, int | None] = ("ignored", None)
 _LATE: tuple[str, int | None] = ("late", None)
 _DUPLICATE: tuple[str, int | None] = ("duplicate", None)
 _COUNTED: tuple[str, int | None] = ("counted", None)
-DEDUP_PRUNE_EVERY_MS = 60_000
 PRUNE_STEPS_EVERY_MS = 60_000
 """Step buckets older than the longest window are dropped this often (event time)."""
 
@@ -372,10 +371,12 @@ class Detector:
             t += step
         state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
-        if prev is None or prev // DEDUP_PRUNE_EVERY_MS != target // DEDUP_PRUNE_EVERY_MS:
-            # a post created before the boundary just evaluated is late from now on, copies
-            # included (lateness is checked first): its id need not be kept
-            dedup = state.dedup
+        # a post created before the boundary just evaluated is late from now on, copies
+        # included (lateness is checked first): its id need not be kept.  At every
+        # advance, so a brand advanced each step keeps about lateness + step of ids
+        # (its state's head is mostly these), not a minute more
+        dedup = state.dedup
+        if dedup:
             for post_id in [p for p, ts in dedup.items() if ts < target]:
                 del dedup[post_id]
         if prev is None or prev // PRUNE_STEPS_EVERY_MS != target // PRUNE_STEPS_EVERY_MS:

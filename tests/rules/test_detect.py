@@ -74,6 +74,23 @@ def test_late_and_duplicate_hits_are_not_counted() -> None:
     assert s.dedup == {}
 
 
+def test_a_brand_advanced_every_step_keeps_only_the_open_windows_ids() -> None:
+    """Ids are forgotten at every advance, not once a minute: a busy brand (advanced at
+    each 1 s step, lateness 500 ms, 10 hits/s) keeps about 1.5 s of them, and a copy
+    in the open window is still a duplicate."""
+    d = Detector(ruleset(velocity(min_count=1)), lateness_ms=500, step_ms=1_000)
+    s = d.new_state("acme")
+    most = 0
+    for t in range(0, 3 * MIN, 100):
+        d.observe(s, hit(t, t))
+        if t % 1_000 == 0:
+            d.advance(s, t - 500)
+            most = max(most, len(s.dedup))
+    assert s.counted == 3 * MIN // 100
+    assert 10 <= most <= 16
+    assert d.observe(s, hit(3 * MIN - 100, 3 * MIN - 100)) == "duplicate"
+
+
 def test_hits_in_any_order_before_the_first_boundary_are_counted() -> None:
     d = Detector(ruleset(keyword(min_count=2)))
     s = d.new_state("acme")
