@@ -307,9 +307,10 @@ def _merge(state: BrandState, fanout: int) -> list[tuple[str, bytes]]:
     So a brand keeps about ``fanout`` segments of the longest span plus fewer than
     ``fanout`` per level below, and each bucket is written once per level.
 
-    Only segments a stored head lists are merged, so a head stored earlier still finds
-    every segment it lists (they are deleted after the new head is stored), and none
-    of them has changed.
+    A head stored earlier still finds every segment it lists, unchanged: a merged
+    segment has a name of its own (``segment_name``), the new segment of this write is
+    never merged in it (merges come first), and the segments merged away are deleted
+    only after the new head is stored.
     """
     ids, levels = state.segments, state.levels
     hi = state.sealed_ms

@@ -125,16 +125,25 @@ def test_the_stored_form_is_the_state_and_changes_no_decision(
     assert restarted_dumps == plain_dumps
 
 
-def test_a_write_cut_short_is_finished_by_the_next_one() -> None:
-    d = Detector(FULL)
+def _recall_every_10_s(
+    d: Detector, until_ms: int, write_every_ms: int, fanout: int = SEGMENT_FANOUT
+) -> tuple[BrandState, Store]:
+    """A recall hit every 10 s up to ``until_ms``, advanced at each, written (in full) every
+    ``write_every_ms``."""
     s = d.new_state("acme")
     store = Store()
-    for t in range(0, 30 * MIN, 10_000):
+    for t in range(0, until_ms, 10_000):
         d.observe(s, hit(t, t, "recall"))
         d.advance(s, t)
-        if t % MIN == 0:
-            store.apply(write_state(s))
+        if t % write_every_ms == 0:
+            store.apply(write_state(s, fanout))
             state_written(s)
+    return s, store
+
+
+def test_a_write_cut_short_is_finished_by_the_next_one() -> None:
+    d = Detector(FULL)
+    s, store = _recall_every_10_s(d, 30 * MIN, MIN)
     assert len(store.segments) == len(s.segments) > 0
     # by 12 minutes on, the first segments hold only pruned buckets
     d.advance(s, 45 * MIN)
@@ -231,14 +240,7 @@ def test_a_head_stored_before_a_merge_reads_none_of_its_segments() -> None:
 
 def test_a_version_3_head_loads_and_its_segments_merge() -> None:
     """Heads written before segments had levels (version 3) list level-0 segments only."""
-    d = Detector(FULL)
-    s = d.new_state("acme")
-    store = Store()
-    for t in range(0, 20 * MIN, 10_000):
-        d.observe(s, hit(t, t, "recall"))
-        d.advance(s, t)
-        store.apply(write_state(s, 10**9))
-        state_written(s)
+    s, store = _recall_every_10_s(Detector(FULL), 20 * MIN, 10_000, fanout=10**9)
     head = orjson.loads(store.head or b"")
     assert head["v"] == 4 and set(head["levels"]) == {0}
     head["v"] = 3
