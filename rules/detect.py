@@ -13,7 +13,6 @@ decide the same.  See docs/detection.md.
 from __future__ import annotations
 
 import logging
-import zlib
 from bisect import bisect_left
 from collections.abc import Callable
 from operator import lt
@@ -61,15 +60,7 @@ _LATE: tuple[str, int | None] = ("late", None)
 _DUPLICATE: tuple[str, int | None] = ("duplicate", None)
 _COUNTED: tuple[str, int | None] = ("counted", None)
 PRUNE_STEPS_EVERY_MS = 60_000
-"""Step buckets older than the longest window are dropped this often (event time), each
-brand at its own offset within the period (``prune_offset_ms``)."""
-
-
-def prune_offset_ms(brand: str) -> int:
-    """Where in each pruning period (and ten-minute tile) a brand prunes: spread by its id,
-    so a watermark crossing a minute does not make every brand prune at once (a sweep of
-    a thousand brands that took several times as long as any other)."""
-    return zlib.crc32(brand.encode()) % PRUNE_STEPS_EVERY_MS
+"""Step buckets older than the longest window are dropped this often (event time)."""
 
 
 def _first_reaching(
@@ -137,7 +128,6 @@ class Detector:
         self.step_ms = step_ms
         self.dedup_horizon_ms = dedup_horizon_ms
         self._plans = {b.id: plan_brand(b, step_ms) for b in ruleset.brands}
-        self._offsets = {b.id: prune_offset_ms(b.id) for b in ruleset.brands}
 
     def new_state(self, brand: str) -> BrandState:
         return BrandState(brand)
@@ -389,11 +379,8 @@ class Detector:
         if dedup:
             for post_id in [p for p, ts in dedup.items() if ts < target]:
                 del dedup[post_id]
-        offset = self._offsets[state.brand]
-        if prev is None or (
-            (prev + offset) // PRUNE_STEPS_EVERY_MS != (target + offset) // PRUNE_STEPS_EVERY_MS
-        ):
-            self._prune(state, plan, prev, target, offset)
+        if prev is None or prev // PRUNE_STEPS_EVERY_MS != target // PRUNE_STEPS_EVERY_MS:
+            self._prune(state, plan, prev, target)
         return events
 
     def _counts(
@@ -571,22 +558,19 @@ class Detector:
             data=data,
         )
 
-    def _prune(
-        self, state: BrandState, plan: BrandPlan, prev_ms: int | None, now_ms: int, offset: int
-    ) -> None:
+    def _prune(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, now_ms: int) -> None:
         """Drop what no future window can read (pruning never changes a decision).
 
         Step buckets (counts, authors, samples: the per-hit data) every minute of event
         time, so they are held for about the longest window; baseline and adaptive
-        history only when a new ten-minute tile starts (their scans cost more).  Both
-        at the brand's ``offset`` into the minute and the tile.
+        history only when a new ten-minute tile starts (their scans cost more).
         """
         step_before = now_ms - plan.max_window_ms
         for series in state.series.values():
             series.prune_steps(step_before)
         # running sums may span pruned buckets: rebuild them on demand
         state.cache.pop("run", None)
-        if prev_ms is not None and (prev_ms + offset) // TILE_MS == (now_ms + offset) // TILE_MS:
+        if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
             return
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
         hist_from = floor_to(step_before, HIST_MS) - HIST_MS

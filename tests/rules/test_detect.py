@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from rules.detect import PRUNE_STEPS_EVERY_MS, Detector, dump_state
+from rules.detect import Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
-from rules.model import Brand, EscalateStep, RuleSet
+from rules.model import EscalateStep
 from tests.rules.detect_support import MIN, hit, keyword, post, ruleset, velocity
 
 
@@ -402,69 +400,3 @@ def test_next_candidate_skips_a_velocity_rules_warm_up_to_the_boundary_it_ends_o
         d.observe(s, hit(n, n * 1_000))
     assert d._next_candidate(s, d._plans["acme"], 0, 100_000) == 30_000
     assert [(e.type, e.time_ms) for e in d.advance(s, 100_000)] == [(OPENED, 30_000)]
-
-
-def test_brands_prune_at_their_own_offset_and_no_decision_changes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Pruning is spread over the minute by brand (a watermark crossing a minute made
-    every brand prune in one sweep); when a brand prunes changes no event, and every
-    brand still keeps only about its longest window of buckets."""
-    import random
-
-    import rules.detect
-
-    offsets = [rules.detect.prune_offset_ms(f"b{n:04d}") for n in range(1000)]
-    per_second = [0] * 60
-    for offset in offsets:
-        per_second[offset // 1000] += 1
-    assert max(per_second) <= 3 * 1000 / 60  # no second holds a crowd
-
-    rules_ = (
-        keyword(min_count=3, window_ms=5 * MIN, resolve_after_ms=5 * MIN),
-        velocity(min_count=5, warmup_ms=0, baseline_ms=30 * MIN),
-    )
-    rs = RuleSet(
-        brands=tuple(Brand(id=b, mentions_query=b, rules=rules_) for b in ("acme", "zeta", "b0001"))
-    )
-    spread = Detector(rs, lateness_ms=0, step_ms=10_000)
-    monkeypatch.setattr(rules.detect, "prune_offset_ms", lambda brand: 0)
-    at_once = Detector(rs, lateness_ms=0, step_ms=10_000)
-    rng = random.Random(3)
-    states = {d: {b: d.new_state(b) for b in ("acme", "zeta", "b0001")} for d in (spread, at_once)}
-    events: dict[Detector, list] = {spread: [], at_once: []}
-    t = 0
-    for n in range(6_000):
-        t += rng.choice((200, 1_000, 3_000, 9_000))  # bursts and lulls
-        brand = rng.choice(("acme", "zeta", "b0001"))
-        ids = ("recall",) if rng.random() < 0.2 else ()
-        for d in (spread, at_once):
-            d.observe(states[d][brand], hit(n, t, *ids, brand=brand))
-            if n % 7 == 0:
-                for st in states[d].values():
-                    events[d].extend(d.advance(st, t))
-    assert events[spread] == events[at_once]
-    assert len(events[spread]) > 10
-    longest = 10 * MIN + PRUNE_STEPS_EVERY_MS + 10_000  # the velocity window (10 min)
-    for st in states[spread].values():
-        for series in st.series.values():
-            assert not series.keys or series.keys[0] >= st.last_boundary_ms - longest
-
-
-def test_history_is_pruned_at_the_brands_offset_into_the_tile() -> None:
-    """The baseline history is pruned when the brand's shifted time enters a new ten-minute
-    tile: with an offset off the step grid the minute and the tile must shift alike, or
-    the history of a brand advanced every step would never be pruned."""
-    from rules.detect import prune_offset_ms
-
-    brand = next(f"b{n:04d}" for n in range(100) if prune_offset_ms(f"b{n:04d}") % 10_000 > 0)
-    rs = RuleSet(
-        brands=(Brand(id=brand, mentions_query=brand, rules=(velocity(baseline_ms=30 * MIN),)),)
-    )
-    d = Detector(rs, lateness_ms=0, step_ms=10_000)
-    s = d.new_state(brand)
-    for n, t in enumerate(range(0, 3 * 60 * MIN, 10_000)):
-        d.observe(s, hit(n, t, brand=brand))
-        d.advance(s, t)
-    # the baseline, the window, a minute of slack and up to a 10-minute prune interval
-    assert 30 <= len(s.series["mentions"].hist) <= 30 + 10 + 1 + 10
