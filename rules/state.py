@@ -254,7 +254,9 @@ def write_state(state: BrandState, fanout: int = SEGMENT_FANOUT) -> StateWrite:
     if fanout < 2:
         msg = f"fanout must be at least 2; got {fanout}"
         raise ValueError(msg)
-    writes = _merge(state, fanout)
+    first_keys = [s.keys[0] for s in state.series.values() if s.keys]
+    live_from = min(first_keys) if first_keys else None  # buckets before it are pruned
+    writes = _merge(state, fanout, live_from)
     sealed = state.sealed_ms
     until = state.last_boundary_ms
     if until is not None and (sealed is None or until > sealed):
@@ -267,8 +269,6 @@ def write_state(state: BrandState, fanout: int = SEGMENT_FANOUT) -> StateWrite:
             state.segments.append(seg_id)
             state.levels.append(0)
         state.sealed_ms = sealed = until
-    first_keys = [s.keys[0] for s in state.series.values() if s.keys]
-    live_from = min(first_keys) if first_keys else None
     ids = state.segments
     expired = 0
     while expired < len(ids):
@@ -297,7 +297,7 @@ def write_state(state: BrandState, fanout: int = SEGMENT_FANOUT) -> StateWrite:
     )
 
 
-def _merge(state: BrandState, fanout: int) -> list[tuple[str, bytes]]:
+def _merge(state: BrandState, fanout: int, live_from: int | None) -> list[tuple[str, bytes]]:
     """Merge the ``fanout`` newest segments while they have one level and together span
     at most 1/``fanout`` of the live buckets: one segment of the next level, named by
     the first one's id, holds their buckets that are still live (read from the state:
@@ -314,12 +314,11 @@ def _merge(state: BrandState, fanout: int) -> list[tuple[str, bytes]]:
     """
     ids, levels = state.segments, state.levels
     hi = state.sealed_ms
-    first_keys = [s.keys[0] for s in state.series.values() if s.keys]
-    if hi is None or not first_keys:
+    if hi is None or live_from is None:
         return []
     # no merged segment spans more than 1/fanout of the live buckets (about the longest
     # window): merging the whole window at once would be a burst of a write
-    longest = (hi - min(first_keys)) // fanout
+    longest = (hi - live_from) // fanout
     writes: dict[str, bytes] = {}
     while len(ids) >= fanout and len(set(levels[-fanout:])) == 1:
         start = len(ids) - fanout
