@@ -355,11 +355,12 @@ def keeps_up(lat: Latency, seconds: float) -> str | None:
         return f"{lat.backlog:,.0f} posts not yet consumed when sending stopped"
     if len(lat.samples_ms) < 30:
         return f"too few alerts to judge ({len(lat.samples_ms)})"
-    if growth(lat, seconds) >= GROWTH_LIMIT:
+    grew = growth(lat, seconds)
+    if grew >= GROWTH_LIMIT:
         first, last = thirds_p50(lat)
         return (
             f"latency grew: p50 {first:.0f} ms in the first third, {last:.0f} ms in the last "
-            f"({growth(lat, seconds):.1%} of the time)"
+            f"({grew:.1%} of the time)"
         )
     return None
 

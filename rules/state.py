@@ -201,17 +201,17 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _put_segment(
-    state: BrandState, seg_id: str, data: bytes | None, froms: dict[str, int | None]
+    state: BrandState, seg: str, data: bytes | None, froms: dict[str, int | None]
 ) -> None:
-    """Add segment ``seg_id``'s buckets that the head's series still hold (a bucket
+    """Add segment ``seg``'s buckets that the head's series still hold (a bucket
     that is here already came from the head or another segment: the same values)."""
     if data is None:
-        msg = f"brand state for {state.brand!r}: segment {seg_id} is missing from the store"
+        msg = f"brand state for {state.brand!r}: segment {seg} is missing from the store"
         raise ValueError(msg)
-    obj = _json_object(data, f"segment {seg_id} of brand {state.brand!r}")
+    obj = _json_object(data, f"segment {seg} of brand {state.brand!r}")
     if obj.get("v") not in INCREMENTAL_VERSIONS or obj.get("brand") != state.brand:
         msg = (
-            f"segment {seg_id} of brand {state.brand!r} is foreign: "
+            f"segment {seg} of brand {state.brand!r} is foreign: "
             f"version {obj.get('v')!r}, brand {obj.get('brand')!r}"
         )
         raise ValueError(msg)
