@@ -59,8 +59,6 @@ _IGNORED: tuple[str, int | None] = ("ignored", None)
 _LATE: tuple[str, int | None] = ("late", None)
 _DUPLICATE: tuple[str, int | None] = ("duplicate", None)
 _COUNTED: tuple[str, int | None] = ("counted", None)
-PRUNE_STEPS_EVERY_MS = 60_000
-"""Step buckets older than the longest window are dropped this often (event time)."""
 
 
 def _first_reaching(
@@ -379,8 +377,7 @@ class Detector:
         if dedup:
             for post_id in [p for p, ts in dedup.items() if ts < target]:
                 del dedup[post_id]
-        if prev is None or prev // PRUNE_STEPS_EVERY_MS != target // PRUNE_STEPS_EVERY_MS:
-            self._prune(state, plan, prev, target)
+        self._prune(state, plan, prev, target)
         return events
 
     def _counts(
@@ -394,7 +391,7 @@ class Detector:
         """Each rule's window count at boundary ``t``, moved from ``run_at`` when cheaper.
 
         Valid because buckets before the last evaluated boundary never change
-        (and the running counts are dropped whenever buckets are pruned).
+        (and the running counts are dropped when buckets they may still read are pruned).
         """
         step = self.step_ms
         series = state.series
@@ -561,15 +558,24 @@ class Detector:
     def _prune(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, now_ms: int) -> None:
         """Drop what no future window can read (pruning never changes a decision).
 
-        Step buckets (counts, authors, samples: the per-hit data) every minute of event
-        time, so they are held for about the longest window; baseline and adaptive
-        history only when a new ten-minute tile starts (their scans cost more).
+        Step buckets (counts, authors, samples: the per-hit data) at every advance, so
+        a busy brand frees a step's worth at a time (once a minute, every brand freed a
+        minute's at once: the slowest sweep of all, 0.2 s for 1,000 busy brands);
+        baseline and adaptive history only when a new ten-minute tile starts (their
+        scans cost more).
         """
         step_before = now_ms - plan.max_window_ms
+        pruned = False
         for series in state.series.values():
-            series.prune_steps(step_before)
-        # running sums may span pruned buckets: rebuild them on demand
-        state.cache.pop("run", None)
+            if series.prune_steps(step_before):
+                pruned = True
+        # running counts moved on from boundary ``now_ms`` only read buckets from
+        # ``now_ms - window`` on (see _counts): still valid.  From an earlier boundary
+        # they may subtract a bucket just dropped: rebuilt on demand
+        if pruned:
+            run = state.cache.get("run")
+            if run is not None and run[0] != now_ms:
+                del state.cache["run"]
         if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
             return
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS

@@ -222,8 +222,9 @@ class Series:
             t = ts_ms - ts_ms % TILE_MS
             self.tiles[t] = self.tiles.get(t, 0) + 1
 
-    def prune_steps(self, step_before_ms: int) -> None:
-        """Drop step buckets (per-hit data) that start before ``step_before_ms``."""
+    def prune_steps(self, step_before_ms: int) -> bool:
+        """Drop step buckets (per-hit data) that start before ``step_before_ms``;
+        True if there were any."""
         keys = self.keys
         if keys and keys[0] < step_before_ms:
             i = bisect_left(keys, step_before_ms)
@@ -232,6 +233,8 @@ class Series:
                 del counts[k]
                 del records[k]
             del keys[:i]
+            return True
+        return False
 
     def prune_history(self, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop baseline and adaptive history buckets older than the given times."""

@@ -91,6 +91,35 @@ def test_a_brand_advanced_every_step_keeps_only_the_open_windows_ids() -> None:
     assert d.observe(s, hit(3 * MIN - 100, 3 * MIN - 100)) == "duplicate"
 
 
+def test_buckets_dropped_behind_a_quiet_brands_running_counts_are_not_subtracted() -> None:
+    """Step buckets are dropped at every advance.  A brand that went quiet keeps the
+    running counts of its last evaluated boundary; when buckets those counts still
+    include are dropped, the counts must be rebuilt, not moved on (moving on would
+    subtract a dropped bucket as 0 and overcount)."""
+    d = Detector(
+        ruleset(
+            keyword("slow", min_count=3, window_ms=MIN),
+            keyword("fast", min_count=1, window_ms=1_000, resolve_after_ms=1_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    d.observe(s, hit(1, 12_200, "slow"))
+    d.observe(s, hit(2, 13_200, "slow"))
+    d.observe(s, hit(3, 69_500, "fast"))
+    assert [e.type for e in d.advance(s, 73_000)] == [OPENED, RESOLVED]
+    assert s.incidents == {}
+    # quiet from here: the boundaries up to 75 s are not evaluated, and the "slow" hits
+    # at 12-13 s (in the window of the last evaluated boundary) leave the buckets
+    assert d.advance(s, 75_000) == []
+    for n in range(3):
+        d.observe(s, hit(10 + n, 75_100 + n * 100, "slow"))
+    events = d.advance(s, 76_000)
+    assert _types(events) == [(OPENED, 76_000, "high")]
+    assert events[0].data["window"]["count"] == 3
+
+
 def test_hits_in_any_order_before_the_first_boundary_are_counted() -> None:
     d = Detector(ruleset(keyword(min_count=2)))
     s = d.new_state("acme")
