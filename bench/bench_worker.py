@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,6 +243,8 @@ class Latency:
     """CPU seconds per wall second the worker got while the posts were sent."""
     backlog: float = float("nan")
     """Posts sent but not yet consumed by the worker when the generator stopped."""
+    rows: list[dict[str, object]] = field(default_factory=list)
+    """Per counted alert: boundary, type, latency and hops (ms), for ``--dump``."""
 
     @property
     def per_cpu_s(self) -> float:
@@ -297,6 +300,7 @@ async def measure_latency(
     counted_from = int(started_ms) + int(WARMUP_S * 1000)
     samples = []
     hops = []
+    rows: list[dict[str, object]] = []
     by_type: dict[str, int] = {}
     for index, (received, boundary, kind) in enumerate(run.alerts):
         if boundary < counted_from:
@@ -309,7 +313,10 @@ async def measure_latency(
         split = hops_ms(run, index)
         if split is not None:
             hops.append(split)
+        row = {"boundary_ms": boundary, "type": kind, "latency_ms": received - crossed}
+        rows.append({**row, "hops_ms": split})
     lat = Latency(rate, achieved, run.sent, run.alarms, len(run.alerts), by_type, samples, hops)
+    lat.rows = rows
     lat.cpu_share = cpu_share
     lat.backlog = backlog
     print(f"{label} at {rate:,.0f} posts/s, hops: {hop_summary(lat)}", file=sys.stderr)
@@ -621,6 +628,12 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="run the worker under cProfile into this file")
     parser.add_argument("--keep-log", type=Path, help="copy the worker's log to this file")
     parser.add_argument(
+        "--dump",
+        type=Path,
+        help="write the 70%% phase's alerts to this file, one JSON line each "
+        "(boundary, type, latency and hops in ms)",
+    )
+    parser.add_argument(
         "--latency-rate",
         type=float,
         default=0.0,
@@ -721,6 +734,8 @@ def main() -> int:
                 )
             )
             lat.lag_after = lag_by_topic(worker)
+            if args.dump is not None:
+                args.dump.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in lat.rows))
             print(f"lag after the latency phase: {lat.lag_after}", file=sys.stderr)
         except Exception:
             print(f"worker log (last lines):\n{worker.tail()}", file=sys.stderr)
