@@ -42,6 +42,7 @@ from rules.windows import (
     floor_to,
     sample_of,
     sample_of_post,
+    sample_of_row,
 )
 
 __all__ = [
@@ -146,6 +147,12 @@ class Detector:
         return self._count(state, post.id, post.created_at_ms, match.rule_ids, post.followers,
                            post.author_key, post.ingested_at_ms, post, sample_of_post,
                            False)[0]  # fmt: skip
+
+    def observe_row(self, state: BrandState, row: list[Any]) -> str:
+        """``observe(state, Hit.from_row(row))`` without building the Hit: the worker's
+        detect stage, which gets hits as rows from the matches topic."""
+        return self._count(state, row[1], row[3], row[7], row[6], row[4], row[11], row,
+                           sample_of_row, False)[0]  # fmt: skip
 
     def count_post(
         self, state: BrandState, post: Post, match: BrandMatch

@@ -299,3 +299,15 @@ class Hit:
             created_at=d["created_at"],
             ingested_at_ms=d.get("ingested_at_ms"),
         )
+
+    def to_row(self) -> list[Any]:
+        """The fields in declaration order (``rule_ids`` as a list): the compact form on
+        the matches topic, which the detect stage counts without building a Hit."""
+        return [self.brand, self.post_id, self.source, self.created_at_ms, self.author_key,
+                self.author, self.followers, list(self.rule_ids), self.text, self.url,
+                self.created_at, self.ingested_at_ms]  # fmt: skip
+
+    @staticmethod
+    def from_row(row: list[Any]) -> Hit:
+        return Hit(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(row[7]),
+                   row[8], row[9], row[10], row[11])  # fmt: skip

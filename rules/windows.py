@@ -80,6 +80,11 @@ def sample_of_post(post: Post) -> Sample:
     ]
 
 
+def sample_of_row(row: list[Any]) -> Sample:
+    """``sample_of(Hit.from_row(row))`` without building the Hit (see ``Hit.to_row``)."""
+    return [row[6], row[1], row[2], row[5], row[8], row[9], row[10]]
+
+
 def top_samples(lists: list[list[Sample]], limit: int = SAMPLES_PER_BUCKET) -> list[Sample]:
     """The ``limit`` best samples of several per-bucket lists."""
     merged = [s for lst in lists for s in lst]

@@ -168,6 +168,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         )
 
     matches = raw_topic(settings.topic("matches"), internal=True)
+    dead_topic = settings.topic("posts.dlq")
     raw_topic(settings.topic("alerts"))  # declared here; alert_sender sends to it
     raw_topic(settings.topic("posts.dlq"))  # declared here; the match loop sends to it
     table = app.Table(
@@ -246,6 +247,9 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 if unflushed.epoch != epoch:
                     continue  # partitions revoked meanwhile: the next owner replays it
                 await send_alerts(out.events)
+                for key, dead in out.dead_letters:
+                    # faust's producer: flushed before the offsets are committed
+                    await app.producer.send(dead_topic, key, orjson.dumps(dead), None, None, None)
                 for brand in out.dirty:
                     unflushed.dirty[brand] = event
                 unflushed.events.append(event)

@@ -24,7 +24,7 @@ from rules.post import decode_post
 from rules.state import SEGMENT_FANOUT, state_written, write_state
 from rules.watermark import PartitionClock, WatermarkMerger
 from rules.windows import floor_to
-from streams.codecs import Tick, decode_items
+from streams.codecs import HitRow, Tick, decode_items
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 
@@ -171,6 +171,13 @@ class DetectOutput:
     dirty: dict[str, int] = field(default_factory=dict)
     """brand -> index (into the input records) of a record from the brand's partition."""
     bad_records: list[RecordLike] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
+    """A dead letter (key, object) for each of ``bad_records``."""
+
+
+BAD_MATCHES_RECORD = "bad_matches_record"
+"""Dead-letter reason of a matches record the detect stage cannot read (only a bug or
+a foreign writer on the internal topic makes one)."""
 
 
 class DetectStage:
@@ -285,6 +292,7 @@ class DetectStage:
                     "bad matches record at %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, exc
                 )
                 out.bad_records.append(rec)
+                self._dead(out, rec, f"{type(exc).__name__}: {exc}")
                 continue
             for item in items:
                 if isinstance(item, Tick):
@@ -293,6 +301,24 @@ class DetectStage:
                     self._hit(rec.partition, item, index, out)
             if pause():
                 yield
+
+    def _dead(self, out: DetectOutput, rec: RecordLike, detail: str) -> None:
+        self.metrics.dead_letters.labels("detector", BAD_MATCHES_RECORD).inc()
+        out.dead_letters.append(
+            (
+                rec.key,
+                dead_letter(
+                    reason=BAD_MATCHES_RECORD,
+                    detail=detail[:500],
+                    stage="detector",
+                    topic=rec.topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    received_at_ms=self.now_ms(),
+                    payload=rec.value or b"",
+                ),
+            )
+        )
 
     def _tick(
         self, partition: int, tick: Tick, index: int, out: DetectOutput, pause: Callable[[], bool]
@@ -307,21 +333,28 @@ class DetectStage:
         if wm is not None and wm != before:
             yield from self._advance(partition, wm, index, out, pause)
 
-    def _hit(self, partition: int, hit: Hit, index: int, out: DetectOutput) -> None:
-        if hit.brand not in self._brand_ids:
+    def _hit(self, partition: int, hit: Hit | HitRow, index: int, out: DetectOutput) -> None:
+        if isinstance(hit, list):  # a batch's hits come as rows, counted as they are
+            brand, created_at_ms = hit[0], hit[3]
+        else:
+            brand, created_at_ms = hit.brand, hit.created_at_ms
+        if brand not in self._brand_ids:
             return  # brand removed by a rule reload since the hit was made
         detector = self.rules.current.detector
-        st = self.state(hit.brand)
-        result = detector.observe(st, hit)
+        st = self.state(brand)
+        if isinstance(hit, list):
+            result = detector.observe_row(st, hit)
+        else:
+            result = detector.observe(st, hit)
         if result == "counted":
-            due = detector.hit_due_ms(st, hit.created_at_ms)
+            due = detector.hit_due_ms(st, created_at_ms)
             if due is not None:
-                self._schedule(partition, hit.brand, due)
+                self._schedule(partition, brand, due)
         elif result == "late":
-            self.metrics.late_hits.labels(hit.brand).inc()
+            self.metrics.late_hits.labels(brand).inc()
         elif result == "duplicate":
-            self.metrics.duplicate_hits.labels(hit.brand).inc()
-        out.dirty[hit.brand] = index
+            self.metrics.duplicate_hits.labels(brand).inc()
+        out.dirty[brand] = index
 
     def _advance(
         self,

@@ -89,6 +89,19 @@ async def test_replay_gives_the_backtest_alerts_and_dead_letters(
         dead = worker.metric("crisiswatch_dead_letters_total")
         assert (processed, dead) == (len(good), len(bad))
         assert worker.metric("crisiswatch_incident_events_total") == len(expected)
+
+        # a matches record the detector cannot read (only a bug or a foreign writer makes
+        # one) is dead-lettered and counted too, and the worker goes on
+        junk = b'{"t": "b", "hits": [["not", "a", "hit"]], "tick": null}'
+        assert await produce(kafka_bootstrap, f"{topic_prefix}.matches", [(b"junk", junk)]) == 1
+        dlq = await consume_all(kafka_bootstrap, f"{topic_prefix}.posts.dlq", expect=len(bad) + 1)
+        [detector] = [orjson.loads(r.value) for r in dlq if r.key == b"junk"]
+        assert (detector["reason"], detector["stage"]) == ("bad_matches_record", "detector")
+        assert detector["topic"] == f"{topic_prefix}.matches"
+        labels = {"stage": "detector", "reason": "bad_matches_record"}
+        assert worker.metric("crisiswatch_dead_letters_total", labels) == 1
+        assert worker.proc is not None and worker.proc.poll() is None
+        assert worker.get("/readyz")[0] == 200
     finally:
         worker.stop()
 

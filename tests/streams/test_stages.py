@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import orjson
@@ -13,7 +14,7 @@ from rules.loader import load_rules
 from rules.post import format_rfc3339_ms, post_from_dict
 from rules.state import BrandState, segment_name
 from rules.watermark import PartitionReport
-from streams.codecs import Tick, decode_record, encode_hit, encode_tick
+from streams.codecs import Tick, decode_items, decode_record, encode_batch, encode_hit, encode_tick
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.stages import DetectOutput, DetectStage, MatchStage, Record, partition_for
@@ -74,8 +75,10 @@ def test_invalid_posts_become_dead_letters_with_contract_fields(rules_dir: Path)
     assert total == len(scenario.BAD_VALUES)
 
 
-def matches_records(match: MatchStage, items: list[dict]) -> list[Record]:
-    """The scenario's posts through the match stage: the records of the matches topic."""
+def matches_records(match: MatchStage, items: list[dict], batched: bool = False) -> list[Record]:
+    """The scenario's posts through the match stage: the records of the matches topic,
+    a record per hit and per tick, or (``batched``, as the match loop sends them) one
+    record per partition holding its hits as rows and then the tick."""
     match.clock.assign(set(range(PARTS)), now_ms=0)
     matches: list[Record] = []
     offset = 0
@@ -86,6 +89,14 @@ def matches_records(match: MatchStage, items: list[dict]) -> list[Record]:
             for i, p in enumerate(chunk)
         ]
         out = match.process(records)
+        if batched:
+            match.commit_event_times(out.event_times)
+            report = Tick("s1", match.clock.report(1_000))
+            for q in range(PARTS):
+                hits = [h for h in out.hits if partition_for(h.brand, PARTS) == q]
+                matches.append(Record("p.matches", q, offset, None, encode_batch(hits, report)))
+                offset += 1
+            continue
         for hit in out.hits:
             matches.append(
                 Record("p.matches", partition_for(hit.brand, PARTS), offset, None, encode_hit(hit))
@@ -100,8 +111,10 @@ def matches_records(match: MatchStage, items: list[dict]) -> list[Record]:
     return matches
 
 
-def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
-    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest)."""
+@pytest.mark.parametrize("batched", [False, True], ids=["hit-records", "batch-records"])
+def test_stages_decide_what_the_engine_decides(rules_dir: Path, batched: bool) -> None:
+    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest),
+    with hits sent one per record (objects) or in batches (rows)."""
     items = scenario.posts()
     engine = Engine(load_rules(rules_dir))
     expected = []
@@ -110,7 +123,8 @@ def test_stages_decide_what_the_engine_decides(rules_dir: Path) -> None:
     expected.extend(engine.finish())
 
     metrics, _, match, detect, table = make(rules_dir)
-    matches = matches_records(match, items)
+    matches = matches_records(match, items, batched)
+    assert (b'"hits":[[' in matches[0].value) == batched  # rows in batches
 
     got = []
     for start in range(0, len(matches), 64):
@@ -181,6 +195,68 @@ def test_state_survives_a_restart_through_the_table(rules_dir: Path) -> None:
     assert again.state(hit.brand) is not None
     assert again.dump(hit.brand) == table[hit.brand]
     assert out.dirty == {hit.brand: 0}
+
+
+def test_rows_count_as_the_hits_they_came_from(rules_dir: Path) -> None:
+    """A batch's hits as rows leave the same brand states (samples included) as the
+    same hits sent as objects; a batch of dicts (an older worker's) still reads."""
+    items = scenario.posts()
+    _, _, match, _, _ = make(rules_dir)
+    hits = match.process(
+        [Record("p.posts", 0, i, None, orjson.dumps(p)) for i, p in enumerate(items)]
+    ).hits
+    assert len(hits) > 10
+    rows = encode_batch(hits, None)
+    objects = orjson.dumps({"t": "b", "hits": [h.to_dict() for h in hits], "tick": None})
+    assert decode_items(rows) == [h.to_row() for h in hits]
+    assert decode_items(objects) == hits
+    assert decode_record(encode_batch(hits[:1], None)) == hits[0]
+    states = []
+    for value in (rows, objects):
+        _, _, _, detect, _ = make(rules_dir)
+        out = detect.process([Record("p.matches", 0, 0, None, value)])
+        assert out.bad_records == []
+        states.append({b: detect.dump(b) for b in sorted(detect.states)})
+    assert states[0] == states[1] and len(states[0]) >= 2
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["acme", "x:1", "s", "1790000000000", "a", None, 1, [], "t", None, "c", None],
+        ["acme", "x:1", "s", 1790000000000, "a", None, 1, [["r"]], "t", None, "c", None],
+        ["acme", "x:1", "s", 1790000000000, "a", None, True, [], "t", None, "c", None],
+        ["acme", "x:1", "s", 1790000000000, "a", None, 1, [], "t", None, "c"],
+    ],
+    ids=["time-as-text", "nested-rule-id", "followers-as-bool", "short"],
+)
+def test_a_malformed_row_makes_the_record_bad_not_the_worker_crash(
+    rules_dir: Path, bad: list
+) -> None:
+    value = orjson.dumps({"t": "b", "hits": [bad], "tick": None})
+    with pytest.raises(ValueError, match="not a hit row"):
+        decode_items(value)
+    metrics, _, _, detect, _ = make(rules_dir)
+    out = detect.process([Record("p.matches", 2, 5, b"k", value)])
+    assert [(r.partition, r.offset) for r in out.bad_records] == [(2, 5)]
+    assert detect.states == {}
+    # dead-lettered and counted, like a bad post
+    [(key, dead)] = out.dead_letters
+    assert key == b"k"
+    assert (dead["reason"], dead["stage"], dead["topic"]) == (
+        "bad_matches_record",
+        "detector",
+        "p.matches",
+    )
+    assert (dead["partition"], dead["offset"]) == (2, 5)
+    assert "not a hit row" in dead["detail"]
+    assert base64.b64decode(dead["payload_b64"]) == value
+    assert (
+        metrics.registry.get_sample_value(
+            "crisiswatch_dead_letters_total", {"stage": "detector", "reason": "bad_matches_record"}
+        )
+        == 1
+    )
 
 
 def test_tick_round_trip_and_partitioning() -> None:
