@@ -34,6 +34,8 @@ MAX_AUTHORS_PER_BUCKET = 10_000
 """Distinct author keys kept per step bucket; beyond it authors are undercounted."""
 SAMPLES_PER_BUCKET = 5
 """Top hits kept per step bucket (an event lists the top 5 of its window)."""
+SMALL_AUTHORS = 16
+"""A bucket keeps its author keys in a list up to this many, then in a set."""
 
 Sample = list[Any]
 """``[followers, post_id, source, author, text, url, created_at]`` (JSON friendly)."""
@@ -166,7 +168,8 @@ class Series:
         """The step bucket starts of ``counts``, ascending."""
         self.records: dict[int, list[Any] | tuple[int, str, Sample, int | None]] = {}
         """step bucket start -> ``[reach, authors, samples, ingested]``: the sum of author
-        followers, the distinct author keys (a set, capped), the top hits (best first)
+        followers, the distinct author keys (a list of up to ``SMALL_AUTHORS``, then a
+        set, capped at ``MAX_AUTHORS_PER_BUCKET``), the top hits (best first)
         and the latest ``ingested_at_ms`` (None: no hit carried one); for a bucket of
         one hit ``(followers, author key, sample, ingested_at_ms)`` (see the class doc)."""
         self.hist: dict[int, int] = {}
@@ -202,13 +205,21 @@ class Series:
             counts[b] = n + 1
             got = self.records[b]
             if isinstance(got, tuple):  # the bucket's second hit: the full record
-                rec: list[Any] = [got[0], {got[1]}, [got[2]], got[3]]
+                rec: list[Any] = [got[0], [got[1]], [got[2]], got[3]]
                 self.records[b] = rec
             else:
                 rec = got
             rec[0] += followers
             authors = rec[1]
-            if len(authors) < MAX_AUTHORS_PER_BUCKET:
+            if type(authors) is list:
+                # a few authors: a list (a set of 5 or more takes 730 bytes, and most
+                # buckets hold a handful); a set once there are more than SMALL_AUTHORS
+                if author_key not in authors:
+                    if len(authors) < SMALL_AUTHORS:
+                        authors.append(author_key)
+                    else:
+                        rec[1] = {*authors, author_key}
+            elif len(authors) < MAX_AUTHORS_PER_BUCKET:
                 authors.add(author_key)
             samples = rec[2]
             if len(samples) < SAMPLES_PER_BUCKET:
@@ -356,7 +367,7 @@ class Series:
                 continue
             self.records[k] = [
                 int(reach[key]),
-                set(these),
+                these if len(these) <= SMALL_AUTHORS else set(these),
                 [list(x) for x in best],
                 None if got is None else int(got),
             ]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from rules.windows import Series, ceil_steps, floor_to, range_sum, top_samples
+from rules.windows import SMALL_AUTHORS, Series, ceil_steps, floor_to, range_sum, top_samples
 
 
 def test_floor_and_ceil_are_epoch_aligned() -> None:
@@ -86,3 +86,26 @@ def test_one_hit_buckets_read_and_dump_as_full_records(
         k: type(r) for k, r in series.records.items()
     }
     assert again.window_authors(lo_b, hi_b) == series.window_authors(lo_b, hi_b)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=2, max_size=60))
+@example([*range(SMALL_AUTHORS), 0])  # exactly SMALL_AUTHORS: still a list
+@example([*range(SMALL_AUTHORS + 1)])  # one more: a set
+def test_a_bucket_keeps_a_few_authors_in_a_list_and_more_in_a_set(authors: list[int]) -> None:
+    """Distinct authors are counted exactly whichever way a bucket holds them (a list up
+    to SMALL_AUTHORS, a set past it), and a reload holds them the same way."""
+    series = Series()
+    for i, a in enumerate(authors):
+        sample = [i, f"p{i:03d}", "t", None, "text", None, "x"]
+        series.add(1_000 + i, 10_000, False, 1, f"a{a}", f"p{i:03d}", None, sample, list)
+    distinct = len(set(authors))
+    assert series.window_authors(0, 10_000) == distinct
+    held = series.records[0][1]
+    assert type(held) is (list if distinct <= SMALL_AUTHORS else set)
+    assert len(held) == distinct
+    dumped = orjson.dumps(series.to_obj())
+    again = Series.from_obj(orjson.loads(dumped))
+    assert type(again.records[0][1]) is type(held)
+    assert again.window_authors(0, 10_000) == distinct
+    assert orjson.dumps(again.to_obj()) == dumped
