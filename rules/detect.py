@@ -480,10 +480,23 @@ class Detector:
         events: list[AlertEvent] = []
         incidents = state.incidents
         for rp, count in zip(plan.rules, counts, strict=True):
-            rule_id = rp.rule.id
-            inc = incidents.get(rule_id)
-            if inc is None and count < rp.min_count:
+            rule = rp.rule
+            inc = incidents.get(rule.id)
+            if inc is None:
+                if count < rp.min_count:
+                    continue
+            elif (
+                count >= rp.min_count
+                and rule.kind == "keyword"
+                and not rule.escalate
+                and inc.severity == rule.severity
+            ):
+                # the common case of a busy brand: an open keyword incident that still
+                # holds at its own severity (what the general path below decides, without
+                # the window's figures)
+                inc.false_since_ms = None
                 continue
+            rule_id = rule.id
             series = state.series.get(rp.series)
             win = WindowFigures(state, rp, series, t, count)
             holds = self._holds(state, rp, win)

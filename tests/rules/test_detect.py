@@ -429,3 +429,40 @@ def test_next_candidate_skips_a_velocity_rules_warm_up_to_the_boundary_it_ends_o
         d.observe(s, hit(n, n * 1_000))
     assert d._next_candidate(s, d._plans["acme"], 0, 100_000) == 30_000
     assert [(e.type, e.time_ms) for e in d.advance(s, 100_000)] == [(OPENED, 30_000)]
+
+
+def test_an_open_keyword_incident_escalates_when_its_window_reaches_a_step() -> None:
+    d = Detector(
+        ruleset(
+            keyword(
+                min_count=1,
+                severity="medium",
+                window_ms=MIN,
+                escalate=(EscalateStep(severity="high", count=3),),
+            )
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    d.observe(s, hit(1, 500, "recall"))
+    assert _types(d.advance(s, 1_000)) == [(OPENED, 1_000, "medium")]
+    d.observe(s, hit(2, 1_500, "recall"))
+    assert d.advance(s, 2_000) == []  # 2 in the window: still holds, still medium
+    d.observe(s, hit(3, 2_500, "recall"))
+    events = d.advance(s, 3_000)
+    assert _types(events) == [(ESCALATED, 3_000, "high")]
+    assert events[0].data["window"]["count"] == 3
+
+
+def test_a_reload_that_raises_a_keyword_rules_severity_escalates_its_open_incident() -> None:
+    """The new severity applies at the next boundary where the incident still holds."""
+    before = Detector(ruleset(keyword(min_count=1, severity="medium")), step_ms=1_000)
+    s = before.new_state("acme")
+    before.observe(s, hit(1, 500, "recall"))
+    opened = before.advance(s, 1_000)
+    assert _types(opened) == [(OPENED, 1_000, "medium")]
+    after = Detector(ruleset(keyword(min_count=1, severity="high")), step_ms=1_000)
+    events = after.advance(s, 2_000)
+    assert _types(events) == [(ESCALATED, 2_000, "high")]
+    assert events[0].incident_id == opened[0].incident_id
