@@ -170,7 +170,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     matches = raw_topic(settings.topic("matches"), internal=True)
     dead_topic = settings.topic("posts.dlq")
     raw_topic(settings.topic("alerts"))  # declared here; alert_sender sends to it
-    raw_topic(settings.topic("posts.dlq"))  # declared here; the match loop sends to it
+    raw_topic(dead_topic)  # declared here; the match loop and the detect agent send to it
     table = app.Table(
         "brand_state",
         options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
