@@ -64,6 +64,24 @@ class Record:
     value: bytes | None
 
 
+def counted_dead_letter(
+    metrics: WorkerMetrics, stage: str, rec: RecordLike, reason: str, detail: str, now: int
+) -> tuple[bytes | None, dict[str, object]]:
+    """The dead letter (key, object) for input ``rec``, counted by stage and reason code."""
+    metrics.dead_letters.labels(stage, reason.split(":")[0]).inc()
+    letter = dead_letter(
+        reason=reason,
+        detail=detail,
+        stage=stage,
+        topic=rec.topic,
+        partition=rec.partition,
+        offset=rec.offset,
+        received_at_ms=now,
+        payload=rec.value or b"",
+    )
+    return rec.key, letter
+
+
 @dataclass
 class MatchOutput:
     hits: list[Hit] = field(default_factory=list)
@@ -141,22 +159,8 @@ class MatchStage:
         return out
 
     def _dead(self, out: MatchOutput, rec: RecordLike, reason: str, detail: str, now: int) -> None:
-        self.metrics.dead_letters.labels("matcher", reason.split(":")[0]).inc()
-        out.dead_letters.append(
-            (
-                rec.key,
-                dead_letter(
-                    reason=reason,
-                    detail=detail,
-                    stage="matcher",
-                    topic=rec.topic,
-                    partition=rec.partition,
-                    offset=rec.offset,
-                    received_at_ms=now,
-                    payload=rec.value or b"",
-                ),
-            )
-        )
+        letter = counted_dead_letter(self.metrics, "matcher", rec, reason, detail, now)
+        out.dead_letters.append(letter)
 
     def commit_event_times(self, event_times: list[tuple[int, int]]) -> None:
         """Call once the hits of these posts are on the matches topic."""
@@ -171,7 +175,7 @@ class DetectOutput:
     dirty: dict[str, int] = field(default_factory=dict)
     """brand -> index (into the input records) of a record from the brand's partition."""
     bad_records: list[RecordLike] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, dict[str, object]]] = field(default_factory=list)
     """A dead letter (key, object) for each of ``bad_records``."""
 
 
@@ -303,20 +307,9 @@ class DetectStage:
                 yield
 
     def _dead(self, out: DetectOutput, rec: RecordLike, detail: str) -> None:
-        self.metrics.dead_letters.labels("detector", BAD_MATCHES_RECORD).inc()
         out.dead_letters.append(
-            (
-                rec.key,
-                dead_letter(
-                    reason=BAD_MATCHES_RECORD,
-                    detail=detail[:500],
-                    stage="detector",
-                    topic=rec.topic,
-                    partition=rec.partition,
-                    offset=rec.offset,
-                    received_at_ms=self.now_ms(),
-                    payload=rec.value or b"",
-                ),
+            counted_dead_letter(
+                self.metrics, "detector", rec, BAD_MATCHES_RECORD, detail[:500], self.now_ms()
             )
         )
 
