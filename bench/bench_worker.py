@@ -313,8 +313,14 @@ async def measure_latency(
         split = hops_ms(run, index)
         if split is not None:
             hops.append(split)
-        row = {"boundary_ms": boundary, "type": kind, "latency_ms": received - crossed}
-        rows.append({**row, "hops_ms": split})
+        rows.append(
+            {
+                "boundary_ms": boundary,
+                "type": kind,
+                "latency_ms": received - crossed,
+                "hops_ms": split,
+            }
+        )
     lat = Latency(rate, achieved, run.sent, run.alarms, len(run.alerts), by_type, samples, hops)
     lat.rows = rows
     lat.cpu_share = cpu_share

@@ -502,7 +502,7 @@ class Detector:
             holds = self._holds(state, rp, win)
             if inc is None:
                 if holds:
-                    severity = self._severity(rp, rp.rule.severity, win)
+                    severity = self._severity(rp, rule.severity, win)
                     inc = Incident(incident_id(state.brand, rule_id, t), t, severity)
                     state.incidents[rule_id] = inc
                     events.append(self._event(state, rp, win, inc, OPENED))
@@ -516,7 +516,7 @@ class Detector:
                 continue
             if inc.false_since_ms is None:
                 inc.false_since_ms = t
-            if t - inc.false_since_ms >= rp.rule.resolve_after_ms:
+            if t - inc.false_since_ms >= rule.resolve_after_ms:
                 del state.incidents[rule_id]
                 events.append(self._event(state, rp, win, inc, RESOLVED))
         return events
