@@ -84,3 +84,38 @@ def test_broker_that_fails_to_start_says_why(tmp_path) -> None:
     assert "\n" not in str(info.value)
     assert "log.segment.bytes" in str(info.value) or "exited" in str(info.value)
     assert not broker.running()
+
+
+async def test_kafka_jvm_options_start_a_broker_that_serves_clients(tmp_path) -> None:
+    """``kafka up --jvm kafka`` (what the benchmark runs): the broker's command line has
+    Kafka's own start-script options instead of the quick ones, and it serves clients."""
+    directory, port = tmp_path / "k", free_port()
+    cli = [sys.executable, "-m", "streams.cli", "kafka"]
+    up = subprocess.run(
+        [*cli, "up", "--dir", str(directory), "--port", str(port), "--jvm", "kafka"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    broker = LocalKafka(directory, port=port)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.strip() == broker.bootstrap
+        pid = int((directory / "kafka.pid").read_text())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode().split("\0")
+        assert "-XX:+UseG1GC" in args and "-XX:MaxGCPauseMillis=20" in args
+        assert "-XX:TieredStopAtLevel=1" not in args and "-XX:+UseSerialGC" not in args
+        assert "-Xmx512m" in args
+        await create_topics(broker.bootstrap, ["jvm.check"], partitions=1)
+        assert await produce(broker.bootstrap, "jvm.check", [(b"k", b"v")]) == 1
+        got = await consume_all(broker.bootstrap, "jvm.check", expect=1)
+        assert [r.value for r in got] == [b"v"]
+    finally:
+        broker.down()
+
+
+def test_unknown_jvm_options_are_refused(tmp_path) -> None:
+    with pytest.raises(LocalKafkaError, match="unknown JVM options 'fast': one of quick, kafka"):
+        LocalKafka(tmp_path / "k", jvm="fast")
