@@ -26,8 +26,9 @@ class BatchHistogram(Collector):
     bounds in Python, about 1 µs a call: at tens of thousands of posts a second
     that was a few percent of the worker's CPU.  This keeps plain per-bucket
     counts, found by ``bisect``, and exposes them in the same form (``_bucket``
-    with ``le``, ``_count``, ``_sum``, ``_created``).  Not thread-safe: the worker
-    observes and is scraped on one event loop.
+    with ``le``, ``_count``, ``_sum``, ``_created``).  Observed on one thread (the
+    event loop); ``collect`` may run on another (the scrape, ``streams.web``): it
+    copies the counts in one step, and ``_sum`` may be one batch behind them.
     """
 
     def __init__(
@@ -60,13 +61,14 @@ class BatchHistogram(Collector):
         self.sum += total
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
+        counts, total = list(self.counts), self.sum
         cumulative = 0
         buckets: list[tuple[str, float]] = []
-        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+        for bound, count in zip([*self.bounds, float("inf")], counts, strict=True):
             cumulative += count
             buckets.append((_le(bound), cumulative))
         family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], buckets, self.sum, timestamp=None)
+        family.add_metric([], buckets, total, timestamp=None)
         family.add_sample(self.name + "_created", {}, self.created)
         yield family
 

@@ -1,19 +1,25 @@
-"""The match stage's metrics, counted once per batch, and ``BatchHistogram``."""
+"""The match stage's metrics, counted once per batch, ``BatchHistogram``, and the scrape."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from rules.post import format_rfc3339_ms, post_from_dict
 from streams.metrics import LATENCY_BUCKETS_S, BatchHistogram, WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.stages import MatchStage, Record
+from streams.web import render_metrics
 from tests.integration import scenario
 
 NOW_MS = 1_800_000_000_000
@@ -97,3 +103,37 @@ def test_match_stage_counts_per_batch_what_it_would_count_per_post(tmp_path: Pat
     assert value("crisiswatch_processing_latency_seconds_bucket", {"le": "10.0"}) == sum(
         1 for s in latencies if s <= 10.0
     )
+
+
+class _SlowCollector(Collector):
+    """Renders like a 1,000-brand worker's registry: a blocking 0.3 s in ``collect``."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        time.sleep(0.3)
+        yield GaugeMetricFamily("slow_gauge", "doc", value=1.0)
+
+
+async def test_a_scrape_renders_off_the_event_loop() -> None:
+    """The event loop keeps running while /metrics renders (it stopped the worker for
+    60-90 ms a scrape at 1,000 brands), and the text is what generate_latest gives."""
+    registry = CollectorRegistry()
+    registry.register(_SlowCollector())
+    batch = BatchHistogram("x_seconds", "doc", buckets=LATENCY_BUCKETS_S, registry=registry)
+    batch.observe_all([0.003, 0.2])
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    try:
+        body = await render_metrics(registry)
+    finally:
+        task.cancel()
+    assert ticks >= 10  # 0 when rendering blocks the loop for the collector's 0.3 s
+    assert b"slow_gauge 1.0" in body
+    assert b'x_seconds_bucket{le="0.005"} 1.0' in body
+    assert b"x_seconds_count 2.0" in body
