@@ -335,11 +335,15 @@ class Detector:
                 found = got
         return found
 
-    def advance(self, state: BrandState, watermark_ms: int) -> list[AlertEvent]:
+    def advance(
+        self, state: BrandState, watermark_ms: int, *, tidy: bool = True
+    ) -> list[AlertEvent]:
         """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
 
         Idempotent for the same watermark; a watermark behind the last boundary
-        does nothing.
+        does nothing.  ``tidy=False`` leaves forgetting what no window reads (post
+        ids, expired buckets: a third of the work) to a later ``tidy`` call, so the
+        caller can send the alerts first; decisions are the same either way.
         """
         plan = self._plans.get(state.brand)
         if plan is None:
@@ -376,6 +380,22 @@ class Detector:
             t += step
         state.cache["run"] = (run_at, counts)
         state.last_boundary_ms = target
+        if tidy:
+            self._tidy(state, plan, prev, target)
+        return events
+
+    def tidy(self, state: BrandState, prev_ms: int | None) -> None:
+        """What ``advance(..., tidy=False)`` left: forget what no window reads any more.
+
+        ``prev_ms``: the brand's last boundary before the first of those advances.
+        Never changes a decision (an unpruned bucket or a kept id is only never read).
+        """
+        plan = self._plans.get(state.brand)
+        target = state.last_boundary_ms
+        if plan is not None and target is not None and target != prev_ms:
+            self._tidy(state, plan, prev_ms, target)
+
+    def _tidy(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, target: int) -> None:
         # a post created before the boundary just evaluated is late from now on, copies
         # included (lateness is checked first): its id need not be kept.  At every
         # advance, so a brand advanced each step keeps about lateness + step of ids
@@ -384,8 +404,7 @@ class Detector:
         if dedup:
             for post_id in [p for p, ts in dedup.items() if ts < target]:
                 del dedup[post_id]
-        self._prune(state, plan, prev, target)
-        return events
+        self._prune(state, plan, prev_ms, target)
 
     def _counts(
         self,

@@ -225,10 +225,13 @@ class DetectStage:
         """matches partition -> heap of (due boundary ms, brand); stale entries are skipped."""
         self._scanned: set[int] = set()
         """Matches partitions whose stored brands have all been advanced once."""
+        self._untidy: dict[str, int | None] = {}
+        """brand -> its last boundary before the advances not yet tidied (see ``tidy``)."""
 
     def forget(self) -> None:
         """Drop cached state (after a rebalance the table is the truth)."""
         self.states.clear()
+        self._untidy.clear()
         self._due.clear()
         self._heaps.clear()
         self._scanned.clear()
@@ -375,7 +378,10 @@ class DetectStage:
                 continue  # superseded by an earlier schedule
             del self._due[brand]
             st = self.state(brand)
-            out.events.extend(detector.advance(st, watermark_ms))
+            # forgetting expired buckets and post ids waits for the brand's write-back
+            # (``tidy``): a third of the sweep that the alerts no longer wait for
+            self._untidy.setdefault(brand, st.last_boundary_ms)
+            out.events.extend(detector.advance(st, watermark_ms, tidy=False))
             out.dirty[brand] = index
             nxt = detector.next_due_ms(st)
             if nxt is not None:
@@ -407,14 +413,26 @@ class DetectStage:
                         gauge(window_posts, brand, rule.id).set(figures[0])
                         gauge(baseline_level, brand, rule.id).set(figures[1])
 
+    def tidy(self, brand: str) -> None:
+        """Forget what the brand's windows no longer read (``Detector.tidy``), left by
+        the sweeps since its last tidy.  ``write`` and ``dump`` call it first; every
+        advanced brand is dirty, so its next write-back does it."""
+        if brand in self._untidy:
+            prev = self._untidy.pop(brand)
+            st = self.states.get(brand)
+            if st is not None:
+                self.rules.current.detector.tidy(st, prev)
+
     def dump(self, brand: str) -> bytes:
         """The brand's whole state (``dump_state``)."""
+        self.tidy(brand)
         return dump_state(self.states[brand])
 
     def write(self, brand: str) -> list[tuple[str, bytes | None]]:
         """What to store of the brand's state since its last write, in order: (key,
         value) pairs, None a deletion (maybe of a key that is gone already).  Call
         ``written`` once they are stored."""
+        self.tidy(brand)
         w = write_state(self.states[brand], self.segment_fanout)
         ops: list[tuple[str, bytes | None]] = [
             (segment_key(brand, name), value) for name, value in w.segments

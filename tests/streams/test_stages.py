@@ -327,3 +327,33 @@ def test_incremental_write_backs_restart_to_the_same_states(rules_dir: Path) -> 
 
 def _names(st: BrandState) -> set[str]:
     return {segment_name(i, lv) for i, lv in zip(st.segments, st.levels, strict=True)}
+
+
+def test_tidying_at_the_write_back_leaves_what_tidying_at_once_leaves(rules_dir: Path) -> None:
+    """The sweep leaves forgetting expired buckets and post ids to the brand's next
+    write (``DetectStage.tidy``), so the alerts go out first.  Tidied after every
+    record or only at the end (many sweeps and hits later): the same events, and
+    the same states once tidied."""
+    items = scenario.posts()
+    _, _, match, at_once, _ = make(rules_dir)
+    records = matches_records(match, items, batched=True)
+    _, _, _, deferred, _ = make(rules_dir)
+    events_at_once, events_deferred = [], []
+    for record in records:
+        events_at_once.extend(at_once.process([record]).events)
+        for brand in list(at_once.states):
+            at_once.tidy(brand)
+        events_deferred.extend(deferred.process([record]).events)
+    assert [e.to_cloudevent() for e in events_deferred] == [
+        e.to_cloudevent() for e in events_at_once
+    ]
+    assert events_at_once  # the scenario opens incidents
+    # before its tidy the deferred stage still holds what no window reads any more
+    acme, acme_tidied = deferred.states["acme"], at_once.states["acme"]
+    assert len(acme.dedup) > len(acme_tidied.dedup)
+    assert sum(len(s.keys) for s in acme.series.values()) > sum(
+        len(s.keys) for s in acme_tidied.series.values()
+    )
+    assert deferred.states.keys() == at_once.states.keys()
+    for brand in at_once.states:
+        assert deferred.dump(brand) == at_once.dump(brand)  # dump tidies first
