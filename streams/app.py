@@ -229,6 +229,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # default), not once per batch.
         last_flush = time.monotonic()
         writer: asyncio.Task[None] | None = None
+        last_of: dict[int, Any] = {}
+        """matches partition -> its last event (a brand's changelog partition is its own)."""
         manual = stream.noack()
         try:
             # one matches record at a time: each already holds a whole match batch for its
@@ -253,10 +255,15 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 for brand in out.dirty:
                     unflushed.dirty[brand] = event
                 unflushed.events.append(event)
+                last_of[event.message.partition] = event
                 if writer is not None and writer.done():
                     writer.result()  # a write-back that raised fails the agent, loudly
                     writer = None
                 if writer is None and time.monotonic() - last_flush >= settings.state_flush_s:
+                    # hits a sweep went ahead of are counted first: an event is acked only
+                    # once all its hits are in the states written
+                    for partition, brand in detect_stage.count_held():
+                        unflushed.dirty[brand] = last_of[partition]
                     # the write-back runs beside the agent, which goes on detecting
                     writer = asyncio.create_task(write_back(manual, *unflushed.take()))
                     last_flush = time.monotonic()

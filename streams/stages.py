@@ -12,7 +12,7 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from aiokafka.partitioner import murmur2
 
@@ -227,11 +227,16 @@ class DetectStage:
         """Matches partitions whose stored brands have all been advanced once."""
         self._untidy: dict[str, int | None] = {}
         """brand -> its last boundary before the advances not yet tidied (see ``tidy``)."""
+        self._held: dict[int, list[Hit | HitRow]] = {}
+        """matches partition -> hits of its last record that the sweep went ahead of
+        (created at or after the boundary it reached), counted before anything else
+        of that partition (``steps``, ``count_held``)."""
 
     def forget(self) -> None:
         """Drop cached state (after a rebalance the table is the truth)."""
         self.states.clear()
         self._untidy.clear()
+        self._held.clear()
         self._due.clear()
         self._heaps.clear()
         self._scanned.clear()
@@ -270,17 +275,39 @@ class DetectStage:
         return st
 
     def process(self, records: Sequence[RecordLike]) -> DetectOutput:
+        """``steps`` in one go, with every hit of ``records`` counted when it returns."""
         out = DetectOutput()
         for _ in self.steps(records, out, lambda: False):
             pass
+        for partition, brand in self.count_held():
+            out.dirty.setdefault(brand, _last_index(records, partition))
         self.update_gauges(out.dirty)
         return out
+
+    def count_held(self) -> list[tuple[int, str]]:
+        """Count the hits held back by sweeps (see ``steps``); returns (matches partition,
+        brand) of each brand they changed.  The agent calls it before a state write-back,
+        so a record is acknowledged only once all its hits are in a stored state."""
+        changed: list[tuple[int, str]] = []
+        held, self._held = self._held, {}
+        for partition, hits in held.items():
+            out = DetectOutput()
+            for hit in hits:
+                self._hit(partition, hit, 0, out)
+            changed.extend((partition, brand) for brand in out.dirty)
+        return changed
 
     def steps(
         self, records: Sequence[RecordLike], out: DetectOutput, pause: Callable[[], bool]
     ) -> Iterator[None]:
         """``process`` in slices: yields whenever ``pause()`` says so, after a record or
         after one brand is advanced, with ``out`` (events so far) consistent.
+
+        A record that moves the watermark to a new boundary (a batch's hits, then its
+        tick) is swept before its hits created at or after that boundary are counted:
+        the sweep cannot read them, and its alerts need not wait for them.  Those hits
+        are held and counted first thing at the partition's next record (or by
+        ``count_held``), always before the next tick that could cover them.
 
         A watermark that jumps far (catch-up after an outage) can advance every brand
         through many boundaries, seconds of work: the agent gives the event loop (the
@@ -301,11 +328,21 @@ class DetectStage:
                 out.bad_records.append(rec)
                 self._dead(out, rec, f"{type(exc).__name__}: {exc}")
                 continue
-            for item in items:
-                if isinstance(item, Tick):
-                    yield from self._tick(rec.partition, item, index, out, pause)
-                else:
-                    self._hit(rec.partition, item, index, out)
+            partition = rec.partition
+            held = self._held.pop(partition, None)
+            if held is not None:
+                for hit in held:
+                    self._hit(partition, hit, index, out)
+            tick = items[-1] if items else None
+            if isinstance(tick, Tick) and len(items) > 1:
+                hits = cast("list[Hit | HitRow]", items[:-1])
+                yield from self._hits_then_tick(partition, hits, tick, index, out, pause)
+            else:
+                for item in items:
+                    if isinstance(item, Tick):
+                        yield from self._tick(partition, item, index, out, pause)
+                    else:
+                        self._hit(partition, item, index, out)
             if pause():
                 yield
 
@@ -316,18 +353,52 @@ class DetectStage:
             )
         )
 
-    def _tick(
-        self, partition: int, tick: Tick, index: int, out: DetectOutput, pause: Callable[[], bool]
-    ) -> Iterator[None]:
+    def _merger(self, partition: int) -> WatermarkMerger:
         merger = self.mergers.get(partition)
         if merger is None:
             merger = self.mergers[partition] = WatermarkMerger(
                 self.rules.current.detector.lateness_ms, self.partitions
             )
+        return merger
+
+    def _tick(
+        self, partition: int, tick: Tick, index: int, out: DetectOutput, pause: Callable[[], bool]
+    ) -> Iterator[None]:
+        merger = self._merger(partition)
         before = merger.watermark_ms
         wm = merger.update(tick.reports)
         if wm is not None and wm != before:
             yield from self._advance(partition, wm, index, out, pause)
+
+    def _hits_then_tick(
+        self,
+        partition: int,
+        hits: list[Hit | HitRow],
+        tick: Tick,
+        index: int,
+        out: DetectOutput,
+        pause: Callable[[], bool],
+    ) -> Iterator[None]:
+        """A batch record: its hits, then its tick; the hits the tick's sweep cannot read
+        (created at or after the boundary it reaches) are held for later (``steps``)."""
+        merger = self._merger(partition)
+        before = merger.watermark_ms
+        wm = merger.update(tick.reports)  # counting hits never reads the merger
+        if wm is None or wm == before:
+            for hit in hits:
+                self._hit(partition, hit, index, out)
+            return
+        target = floor_to(wm, self.rules.current.detector.step_ms)
+        later: list[Hit | HitRow] = []
+        for hit in hits:
+            created_at_ms = hit[3] if isinstance(hit, list) else hit.created_at_ms
+            if created_at_ms >= target:
+                later.append(hit)
+            else:
+                self._hit(partition, hit, index, out)
+        yield from self._advance(partition, wm, index, out, pause)
+        if later:
+            self._held[partition] = later
 
     def _hit(self, partition: int, hit: Hit | HitRow, index: int, out: DetectOutput) -> None:
         if isinstance(hit, list):  # a batch's hits come as rows, counted as they are
@@ -445,6 +516,15 @@ class DetectStage:
         st = self.states.get(brand)
         if st is not None:
             state_written(st)
+
+
+def _last_index(records: Sequence[RecordLike], partition: int) -> int:
+    """Index of the last of ``records`` from ``partition`` (held hits came from one)."""
+    for i in range(len(records) - 1, -1, -1):
+        if records[i].partition == partition:
+            return i
+    msg = f"no record from partition {partition}"
+    raise ValueError(msg)
 
 
 def segment_key(brand: str, name: str) -> str:
