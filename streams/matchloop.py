@@ -126,6 +126,12 @@ class Outbox:
             self.oldest_ms is not None and now_ms - self.oldest_ms >= self.flush_after_ms
         )
 
+    @property
+    def sent_boundary_ms(self) -> int | None:
+        """The step boundary of the lowest partition in the last tick sent everywhere:
+        where the detector's watermark is (for this sender's partitions)."""
+        return self.sent_key[0] if self.sent_key is not None else None
+
     def take(
         self, report: dict[int, PartitionReport], with_tick: bool
     ) -> list[tuple[int, list[Hit]]]:
@@ -174,6 +180,9 @@ class MatchLoop:
         self._acked: dict[TopicPartition, int] = {}
         """Offsets whose records are acknowledged, not yet committed."""
         self._last_commit = 0.0
+        self.boundary_sent_at = float("-inf")
+        """``time.monotonic()`` when ticks taking the watermark to a new step boundary were
+        last sent: the detect agent is about to sweep and alert (see ``write_back``)."""
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -253,12 +262,13 @@ class MatchLoop:
     ) -> list[Awaitable[Any]]:
         """Send the outbox (see ``Outbox``); the caller holds the lock."""
         tick = Tick(self.sender, report)
+        before = self.outbox.sent_boundary_ms
+        records = self.outbox.take(report, with_tick)
+        if self.outbox.sent_boundary_ms != before:
+            self.boundary_sent_at = time.monotonic()
         # one producer, so a partition's records stay in order: a tick sent now
         # follows every hit sent to that partition before it, acknowledged or not
-        return [
-            await self.send_matches(q, encode_batch(hits, tick))
-            for q, hits in self.outbox.take(report, with_tick)
-        ]
+        return [await self.send_matches(q, encode_batch(hits, tick)) for q, hits in records]
 
     async def _confirm_later(
         self,

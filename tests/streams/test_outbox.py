@@ -39,6 +39,19 @@ def test_a_tick_is_due_only_when_what_the_detector_acts_on_changes() -> None:
     assert box.tick_due(report({0: None, 1: 10_600, 2: 10_600, 3: 10_600}))
 
 
+def test_the_sent_boundary_moves_only_when_the_lowest_partition_crosses_one() -> None:
+    """What the state write-back gives way to (``streams.app.give_way_to_boundary``)."""
+    box = outbox()
+    assert box.sent_boundary_ms is None
+    box.take(report({p: 10_600 for p in range(PARTS)}), with_tick=True)
+    assert box.sent_boundary_ms == 10_000
+    box.take(report({p: 11_499 for p in range(PARTS)}), with_tick=False)  # hits only
+    box.take(report({0: 11_499, 1: 13_000, 2: 13_000, 3: 13_000}), with_tick=True)
+    assert box.sent_boundary_ms == 10_000  # partition 0 still short of 11_000 + 500
+    box.take(report({0: 11_500, 1: 13_000, 2: 13_000, 3: 13_000}), with_tick=True)
+    assert box.sent_boundary_ms == 11_000
+
+
 def test_hits_wait_until_a_tick_or_their_age_or_count_sends_them() -> None:
     box = outbox()
     rep = report({p: 10_600 for p in range(PARTS)})
