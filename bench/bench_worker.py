@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import platform
@@ -34,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ParamSpec
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -67,6 +69,7 @@ from streams.localkafka import LocalKafka, free_port  # noqa: E402
 from tests.integration.workerproc import WorkerProcess  # noqa: E402
 from tests.kafkautil import create_topics  # noqa: E402
 
+P = ParamSpec("P")
 SECTION = "## Worker through Kafka (issue 5)"
 NOTES = """\
 Sustained rate: the ramp's steps send live-shaped posts (event time = wall time, so brand
@@ -255,19 +258,6 @@ class Latency:
         return self.achieved / self.cpu_share if self.cpu_share > 0 else float("nan")
 
 
-async def measure_latency(
-    bootstrap: str,
-    prefix: str,
-    rate: float,
-    n_brands: int,
-    duration_s: float,
-    worker: WorkerProcess,
-    label: str = "latency phase",
-) -> Latency:
-    with collector_pauses_off():
-        return await _measure_latency(bootstrap, prefix, rate, n_brands, duration_s, worker, label)
-
-
 @contextlib.contextmanager
 def collector_pauses_off() -> Iterator[None]:
     """No cyclic garbage collection in this process while it measures.
@@ -289,14 +279,26 @@ def collector_pauses_off() -> Iterator[None]:
         gc.collect()
 
 
-async def _measure_latency(
+def _without_collector(
+    measure: Callable[P, Coroutine[Any, Any, Latency]],
+) -> Callable[P, Coroutine[Any, Any, Latency]]:
+    @functools.wraps(measure)
+    async def measured(*args: P.args, **kwargs: P.kwargs) -> Latency:
+        with collector_pauses_off():
+            return await measure(*args, **kwargs)
+
+    return measured
+
+
+@_without_collector
+async def measure_latency(
     bootstrap: str,
     prefix: str,
     rate: float,
     n_brands: int,
     duration_s: float,
     worker: WorkerProcess,
-    label: str,
+    label: str = "latency phase",
 ) -> Latency:
     assert worker.proc is not None
     worker_pid = worker.proc.pid
@@ -639,8 +641,9 @@ def report(
     return f"""{SECTION}
 
 Command: `.venv/bin/python {command}` (run by `make bench`), {run_stamp()}.
-Machine: {machine()}; one broker (Kafka 4.1, KRaft, local jars), one `crisiswatch worker`
-process and this benchmark process share the machine. {PARTITIONS} partitions, RocksDB store,
+Machine: {machine()}; one broker (Kafka 4.1, KRaft, local jars, Kafka's own JVM options since
+session 8), one `crisiswatch worker` process and this benchmark process (its cyclic GC off
+while it measures, since session 8) share the machine. {PARTITIONS} partitions, RocksDB store,
 1,000 brands (4 rules each), lateness {LATENESS_MS} ms, step {STEP_MS} ms.
 
 {table}

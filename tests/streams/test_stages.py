@@ -111,16 +111,22 @@ def matches_records(match: MatchStage, items: list[dict], batched: bool = False)
     return matches
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["hit-records", "batch-records"])
-def test_stages_decide_what_the_engine_decides(rules_dir: Path, batched: bool) -> None:
-    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest),
-    with hits sent one per record (objects) or in batches (rows)."""
-    items = scenario.posts()
+def engine_events(rules_dir: Path, items: list[dict]) -> list:
+    """What ``crisiswatch backtest`` (the engine) decides for these posts."""
     engine = Engine(load_rules(rules_dir))
     expected = []
     for item in items:
         expected.extend(engine.process(post_from_dict(item)))
     expected.extend(engine.finish())
+    return expected
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["hit-records", "batch-records"])
+def test_stages_decide_what_the_engine_decides(rules_dir: Path, batched: bool) -> None:
+    """Posts through MatchStage -> matches records -> DetectStage == Engine (backtest),
+    with hits sent one per record (objects) or in batches (rows)."""
+    items = scenario.posts()
+    expected = engine_events(rules_dir, items)
 
     metrics, _, match, detect, table = make(rules_dir)
     matches = matches_records(match, items, batched)
@@ -367,11 +373,7 @@ def test_a_sweep_goes_ahead_of_the_hits_it_cannot_read(rules_dir: Path) -> None:
     counted (``count_held``, before a write-back) the states are those of a stage that
     counted every record's hits at once (``process``)."""
     items = scenario.posts()
-    engine = Engine(load_rules(rules_dir))
-    expected = []
-    for item in items:
-        expected.extend(engine.process(post_from_dict(item)))
-    expected.extend(engine.finish())
+    expected = engine_events(rules_dir, items)
 
     _, _, match, agent_like, _ = make(rules_dir)
     records = matches_records(match, items, batched=True)
