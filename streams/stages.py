@@ -336,7 +336,7 @@ class DetectStage:
             tick = items[-1] if items else None
             if isinstance(tick, Tick) and len(items) > 1:
                 hits = cast("list[Hit | HitRow]", items[:-1])
-                yield from self._hits_then_tick(partition, hits, tick, index, out, pause)
+                yield from self._tick(partition, tick, index, out, pause, hits)
             else:
                 for item in items:
                     if isinstance(item, Tick):
@@ -362,25 +362,17 @@ class DetectStage:
         return merger
 
     def _tick(
-        self, partition: int, tick: Tick, index: int, out: DetectOutput, pause: Callable[[], bool]
-    ) -> Iterator[None]:
-        merger = self._merger(partition)
-        before = merger.watermark_ms
-        wm = merger.update(tick.reports)
-        if wm is not None and wm != before:
-            yield from self._advance(partition, wm, index, out, pause)
-
-    def _hits_then_tick(
         self,
         partition: int,
-        hits: list[Hit | HitRow],
         tick: Tick,
         index: int,
         out: DetectOutput,
         pause: Callable[[], bool],
+        hits: Sequence[Hit | HitRow] = (),
     ) -> Iterator[None]:
-        """A batch record: its hits, then its tick; the hits the tick's sweep cannot read
-        (created at or after the boundary it reaches) are held for later (``steps``)."""
+        """A watermark tick, after ``hits`` (a batch record's): the hits the tick's sweep
+        cannot read (created at or after the boundary it reaches) are held for later
+        (``steps``), the others counted before it."""
         merger = self._merger(partition)
         before = merger.watermark_ms
         wm = merger.update(tick.reports)  # counting hits never reads the merger
