@@ -332,7 +332,6 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             finally:
                 _current_event.reset(token)
             detect_stage.written(brand)
-            detect_stage.update_gauges((brand,))
             if pause():
                 # a write-back takes at most a third of the event loop: run in one go it
                 # was a burst (hundreds of ms every few seconds) that the posts queued behind
@@ -412,7 +411,12 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         unflushed.events.clear()
         detect_stage.forget()
 
-    install_views(app, metrics, rules, match_loop)
+    async def refresh_gauges() -> None:
+        # at a scrape: the brands written back since the last one and those changed since
+        for _ in detect_stage.refresh_gauges(unflushed.dirty, _Slice(SLICE_S)):
+            await asyncio.sleep(0)
+
+    install_views(app, metrics, rules, match_loop, before_render=refresh_gauges)
     return Worker(app, settings, metrics, rules, match_stage, detect_stage, match_loop)
 
 

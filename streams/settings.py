@@ -13,6 +13,10 @@ from rules.errors import CrisiswatchError
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+STATE_FLUSH_DEFAULT_S = 5.0
+"""Default of CRISISWATCH_STATE_FLUSH_S: each write-back rewrites every changed brand's
+head, so its cost is per write-back (at 1,000 busy brands, 2 s took 8-9% of a core more
+than 5 s; BENCHMARKS.md, session 9); a restart replays at most this much more of ``matches``."""
 STATE_FLUSH_MAX_S = 60.0
 """Upper bound of CRISISWATCH_STATE_FLUSH_S: unwritten states are replayed after a restart."""
 
@@ -109,7 +113,7 @@ class Settings:
     """A posts partition with no new record for this long no longer holds the watermark back."""
     tick_interval_s: float = 0.5
     """How often watermark ticks go to the detector when nothing else flows."""
-    state_flush_s: float = 2.0
+    state_flush_s: float = STATE_FLUSH_DEFAULT_S
     """How often changed brand states are written back to the table (and their events acked)."""
     log_level: str = "INFO"
     app_id: str = "crisiswatch-worker"
@@ -226,7 +230,7 @@ class Settings:
             step_ms=max(1000, parse_duration_ms(get("STEP", "10s"), "CRISISWATCH_STEP")),
             idle_partition_s=number("IDLE_PARTITION_S", 2.0),
             tick_interval_s=max(0.05, number("TICK_INTERVAL_S", 0.5)),
-            state_flush_s=bounded("STATE_FLUSH_S", 2.0, STATE_FLUSH_MAX_S),
+            state_flush_s=bounded("STATE_FLUSH_S", STATE_FLUSH_DEFAULT_S, STATE_FLUSH_MAX_S),
             log_level=log_level,
             app_id=get("APP_ID", f"{prefix}-worker"),
             security=security,

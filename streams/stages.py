@@ -231,6 +231,8 @@ class DetectStage:
         """matches partition -> hits of its last record that the sweep went ahead of
         (created at or after the boundary it reached), counted before anything else
         of that partition (``steps``, ``count_held``)."""
+        self._gauges_due: dict[str, None] = {}
+        """Brands whose per-brand gauges are behind their states (``refresh_gauges``)."""
 
     def forget(self) -> None:
         """Drop cached state (after a rebalance the table is the truth)."""
@@ -452,6 +454,22 @@ class DetectStage:
             if pause():
                 yield
 
+    def refresh_gauges(self, changed: Iterable[str], pause: Callable[[], bool]) -> Iterator[None]:
+        """``update_gauges`` of the brands written since the last refresh (``written``)
+        and of ``changed``, yielding whenever ``pause()`` says so.
+
+        The worker calls it at each scrape of /metrics, before rendering: set at every
+        write-back instead, the gauges of 1,000 brands took 40 ms of the event loop every
+        write-back, for a scrape every 15 s.
+        """
+        due = self._gauges_due
+        due.update(dict.fromkeys(changed))  # before any pause: ``changed`` may change then
+        while due:
+            brand, _ = due.popitem()
+            self.update_gauges((brand,))
+            if pause():
+                yield
+
     def update_gauges(self, brands: Iterable[str]) -> None:
         """Set the open-incident and window gauges of these brands from their states."""
         detector = self.rules.current.detector
@@ -505,9 +523,12 @@ class DetectStage:
         return ops
 
     def written(self, brand: str) -> None:
+        """The last ``write`` of ``brand`` is stored; its gauges are set at the next
+        ``refresh_gauges``."""
         st = self.states.get(brand)
         if st is not None:
             state_written(st)
+            self._gauges_due[brand] = None
 
 
 def _last_index(records: Sequence[RecordLike], partition: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -15,11 +16,19 @@ from streams.rulesource import RuleHolder
 
 
 def install_views(
-    app: faust.App, metrics: WorkerMetrics, rules: RuleHolder, match_loop: MatchLoop
+    app: faust.App,
+    metrics: WorkerMetrics,
+    rules: RuleHolder,
+    match_loop: MatchLoop,
+    before_render: Callable[[], Awaitable[None]],
 ) -> None:
+    """/metrics (``before_render`` first: it sets the gauges that are behind), /healthz
+    and /readyz."""
+
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
+            await before_render()
             body = await render_metrics(metrics.registry)
             return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 

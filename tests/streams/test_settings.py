@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (4, 60_000, 10_000, 6066)
     assert s.app_id == "crisiswatch-worker"
     assert s.security.protocol == "PLAINTEXT"
-    assert s.state_flush_s == 2.0
+    assert s.state_flush_s == 5.0
 
 
 def test_values_are_read_and_typed() -> None:

@@ -404,3 +404,50 @@ def test_a_sweep_goes_ahead_of_the_hits_it_cannot_read(rules_dir: Path) -> None:
     assert agent_like.states.keys() == at_once.states.keys()
     for brand in at_once.states:
         assert agent_like.dump(brand) == at_once.dump(brand)
+
+
+_GAUGES = {"crisiswatch_open_incidents", "crisiswatch_window_posts", "crisiswatch_baseline_level"}
+
+
+def _gauge_samples(metrics: WorkerMetrics) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name in _GAUGES
+    }
+
+
+def test_gauges_of_written_brands_are_set_at_the_next_refresh(rules_dir: Path) -> None:
+    """The worker sets the per-brand gauges at a scrape (``refresh_gauges``), not at
+    each write-back: the brands written since the last refresh and the ones it names,
+    with what ``update_gauges`` gives, each once."""
+    ref_metrics, _, match, ref, _ = make(rules_dir)
+    records = matches_records(match, scenario.posts())
+    # the records up to the first that opens an incident, processed one by one
+    n = 1 + next(
+        i
+        for i, record in enumerate(records)
+        if any(e.type.endswith("opened") for e in ref.process([record]).events)
+    )
+    expected = _gauge_samples(ref_metrics)  # process sets every changed brand's gauges
+    assert any(v > 0 for (name, _), v in expected.items() if name.endswith("window_posts"))
+    assert any(v > 0 for (name, _), v in expected.items() if name.endswith("open_incidents"))
+
+    metrics, _, _, lazy, _ = make(rules_dir)
+    out = DetectOutput()
+    for record in records[:n]:
+        for _ in lazy.steps([record], out, lambda: False):
+            pass
+    lazy.count_held()
+    brands = sorted(lazy.states)
+    assert len(brands) >= 2
+    held_back = brands[0]  # changed, not written back yet
+    for brand in brands[1:]:
+        lazy.write(brand)
+        lazy.written(brand)
+    assert _gauge_samples(metrics) == {}  # nothing set before a refresh
+    refreshed = list(lazy.refresh_gauges([held_back], lambda: True))
+    assert len(refreshed) == len(brands)  # a pause after each brand, each brand once
+    assert _gauge_samples(metrics) == expected
+    assert list(lazy.refresh_gauges([], lambda: True)) == []  # none due until written again
