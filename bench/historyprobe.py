@@ -8,8 +8,9 @@ time, sparse on purpose: one hit per brand per event minute that matches the key
 rule too (so both counted series, ``mentions`` and the keyword rule's, get a one-minute
 history bucket every minute: the worst case for the history, which is what a busy
 soak produces).  Every two event hours it prints the Python memory traced by
-``tracemalloc`` (all brand states), the history buckets held and the size of one
-serialised brand state (what the worker writes to its changelog).  The history is
+``tracemalloc`` (all brand states), the history buckets held, the size of one
+serialised brand state, and what the worker's write-back stores of it: the head
+(written at every write-back) and the history key (written once per 10 minutes).  The history is
 pruned behind the longest baseline (keyword rules report a 24 h one), so it should
 level off after 24 h.  Scale the memory by 1,000 / ``--brands`` for the soak.
 """
@@ -29,6 +30,7 @@ from rules.detect import Detector, dump_state
 from rules.loader import load_rules
 from rules.model import Hit
 from rules.post import format_rfc3339_ms
+from rules.state import state_written, write_state
 
 START_MS = 1_795_800_000_000
 MINUTE_MS = 60_000
@@ -46,6 +48,7 @@ def main() -> int:
     tracemalloc.start()
     states = {b: detector.new_state(b) for b in brands}
     seq = 0
+    history_bytes = 0
     for minute in range(args.hours * 60):
         ts = START_MS + minute * MINUTE_MS + 30_000
         for i, brand in enumerate(brands):
@@ -56,6 +59,10 @@ def main() -> int:
             seq += 1
             detector.observe(states[brand], hit)
             detector.advance(states[brand], ts - 60_000)
+        # the first brand written back once a minute, as the worker does (more often)
+        w = write_state(states[brands[0]])
+        state_written(states[brands[0]])
+        history_bytes += sum(len(v) for name, v in w.segments if name.startswith("h"))
         if (minute + 1) % 120 == 0:
             traced, _ = tracemalloc.get_traced_memory()
             hist = sum(len(se.hist) for st in states.values() for se in st.series.values())
@@ -63,9 +70,11 @@ def main() -> int:
             print(
                 f"event hour {(minute + 1) // 60:2d}: traced {traced / 1e6:6.1f} MB "
                 f"({traced / len(brands) / 1e3:5.1f} KB per brand); history buckets {hist:,}; "
-                f"one serialised state {size / 1e3:5.1f} KB",
+                f"one serialised state {size / 1e3:5.1f} KB; its head {len(w.head) / 1e3:4.1f} KB, "
+                f"its history key {history_bytes / 1e3:5.1f} KB written in 2 h",
                 flush=True,
             )
+            history_bytes = 0
     return 0
 
 

@@ -14,7 +14,10 @@ Two forms:
   Segments are merged as in a log-structured merge tree: ``SEGMENT_FANOUT``
   newest segments of one level become one segment of the next level, so a brand
   keeps a few dozen segments however long its windows (a restart reads them
-  all), at the cost of writing each bucket once more per level.
+  all), at the cost of writing each bucket once more per level.  The baseline
+  history (a day of minutes for keyword rules) before the last ``HISTORY_EVERY_MS``
+  cut is final too: it is stored apart, once per cut, in one of two slots in turn
+  (``history_name``), and the head holds only the history since the cut.
 """
 
 from __future__ import annotations
@@ -27,15 +30,21 @@ from typing import Any
 import orjson
 
 from rules.incidents import Incident
-from rules.windows import RangeCache, Series
+from rules.windows import TILE_MS, RangeCache, Series
 
 STATE_VERSION = 2
 """2: history as ``[starts, counts]`` columns; version 1 (a map) still loads."""
-HEAD_VERSION = 4
+HEAD_VERSION = 5
 """A head of the incremental form (``write_state``); its segments are read with it.
-4: segments have levels (merged segments); a version 3 head (all level 0) still loads."""
-INCREMENTAL_VERSIONS = (3, HEAD_VERSION)
+4: segments have levels (merged segments); a version 3 head (all level 0) still loads.
+5: the history older than ``HISTORY_EVERY_MS`` is in a key of its own (``history_name``);
+a version 4 or 3 head (all of it in the head) still loads."""
+INCREMENTAL_VERSIONS = (3, 4, HEAD_VERSION)
 READABLE_VERSIONS = (1, 2, *INCREMENTAL_VERSIONS)
+HISTORY_EVERY_MS = TILE_MS
+"""The history (a day of minutes for keyword rules: most of a day-old head) is stored
+apart, up to the last multiple of this before the sealed boundary, once per multiple:
+the head, written at every write-back, holds only the history after that."""
 SEGMENT_FANOUT = 16
 """This many newest segments of one level are merged into one of the next level, while
 the result spans at most 1/16 of the live buckets (see ``_merge``): a 10-minute window
@@ -58,6 +67,7 @@ class BrandState:
         "deleting",
         "duplicates",
         "first_hit_ms",
+        "history",
         "incidents",
         "last_boundary_ms",
         "late",
@@ -97,6 +107,9 @@ class BrandState:
         self.levels: list[int] = []
         """Each segment's merge level (0: written as sealed; see ``segment_name``)."""
         self.deleting: list[str] = []
+        self.history: tuple[int, int] | None = None
+        """(slot, cut) of the stored history key (``history_name(slot)``, the history
+        before ``cut``); None: all of the history is in the head."""
         """Names of segments (expired or merged) whose deletion may not be stored yet."""
 
     def range_cache(self, key: tuple[Any, ...]) -> RangeCache | None:
@@ -141,6 +154,10 @@ class BrandState:
                 msg = f"{len(state.levels)} levels for {len(state.segments)} segments"
                 raise TypeError(msg)
             state.deleting = [str(x) for x in obj["deleting"]]
+            history = obj.get("history")
+            if history is not None:
+                slot, cut = history
+                state.history = (int(slot), int(cut))
         state.dedup = {str(k): int(v) for k, v in obj["dedup"].items()}
         state.incidents = {
             rule_id: Incident.from_obj(inc) for rule_id, inc in obj["incidents"].items()
@@ -182,6 +199,9 @@ def load_state(data: bytes, segment: SegmentReader | None = None) -> BrandState:
             for seg_id, level in zip(state.segments, state.levels, strict=True):
                 seg = segment_name(seg_id, level)
                 _put_segment(state, seg, segment(seg), froms)
+            if state.history is not None:
+                name = history_name(state.history[0])
+                _put_history(state, name, segment(name), state.history[1], obj["series"])
     except (KeyError, TypeError, AttributeError) as exc:
         msg = f"brand state for {obj.get('brand')!r} is malformed: missing or bad {exc}"
         raise ValueError(msg) from None
@@ -222,6 +242,34 @@ def _put_segment(
         # that name that a rule reload removed): not part of the state any more
         if series is not None and from_ms is not None:
             series.put_buckets(buckets, from_ms)
+
+
+def history_name(slot: int) -> str:
+    """The name of a brand's history key (after the brand, as a segment's): two slots,
+    written in turn, so the one the stored head reads is never overwritten."""
+    return f"h{slot}"
+
+
+def _put_history(
+    state: BrandState, name: str, data: bytes | None, cut: int, head: dict[str, Any]
+) -> None:
+    """Add the history stored under ``name`` (before ``cut``) that the head's series
+    still hold: from their first live bucket and tile (``hist_from``, ``tiles_from``)."""
+    if data is None:
+        msg = f"brand state for {state.brand!r}: history {name} is missing from the store"
+        raise ValueError(msg)
+    obj = _json_object(data, f"history {name} of brand {state.brand!r}")
+    if obj.get("v") != HEAD_VERSION or obj.get("brand") != state.brand or obj.get("cut") != cut:
+        msg = (
+            f"history {name} of brand {state.brand!r} is foreign: version {obj.get('v')!r}, "
+            f"brand {obj.get('brand')!r}, cut {obj.get('cut')!r} (the head's: {cut})"
+        )
+        raise ValueError(msg)
+    for series_name, history in obj["series"].items():
+        series = state.series.get(series_name)
+        if series is not None:  # else removed by a rule reload
+            s = head[series_name]
+            series.put_history(history, s["hist_from"], s["tiles_from"])
 
 
 @dataclass(frozen=True)
@@ -282,8 +330,31 @@ def write_state(state: BrandState, fanout: int = SEGMENT_FANOUT) -> StateWrite:
         )
         del ids[:expired]
         del state.levels[:expired]
+    cut = None if sealed is None else sealed - sealed % HISTORY_EVERY_MS
+    stored = state.history
+    if cut is not None and (stored is None or cut > stored[1]):
+        # every history bucket and tile before the cut is final (a hit before the sealed
+        # boundary is late): stored once per HISTORY_EVERY_MS, in the other slot
+        part = {n: s.history_obj(None, cut) for n, s in state.series.items()}
+        if stored is None and not any(h["hist"][0] or h["tiles"][0] for h in part.values()):
+            part = {}  # none yet: no key
+    else:
+        part = {}
+    if part:
+        assert cut is not None  # part is empty without a cut
+        slot = 0 if stored is None else 1 - stored[0]
+        name = history_name(slot)
+        doc = {"v": HEAD_VERSION, "brand": state.brand, "cut": cut, "series": part}
+        writes.append((name, orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)))
+        if name in state.deleting:  # its deletion by an earlier write was cut short
+            state.deleting.remove(name)
+        if stored is not None:
+            state.deleting.append(history_name(stored[0]))
+        state.history = stored = (slot, cut)
+    history_cut = None if stored is None else stored[1]
     head = state.obj_with(
-        HEAD_VERSION, {name: _head_series(s, sealed) for name, s in state.series.items()}
+        HEAD_VERSION,
+        {name: _head_series(s, sealed, history_cut) for name, s in state.series.items()},
     )
     head |= {
         "sealed_ms": sealed,
@@ -291,6 +362,7 @@ def write_state(state: BrandState, fanout: int = SEGMENT_FANOUT) -> StateWrite:
         "segments": ids[:1] + [b - a for a, b in pairwise(ids)],
         "levels": state.levels,
         "deleting": state.deleting,
+        "history": stored,
     }
     return StateWrite(
         orjson.dumps(head, option=orjson.OPT_SORT_KEYS), tuple(writes), tuple(state.deleting)
@@ -367,9 +439,12 @@ def state_written(state: BrandState) -> None:
     state.deleting = []
 
 
-def _head_series(series: Series, sealed_ms: int | None) -> dict[str, Any]:
+def _head_series(series: Series, sealed_ms: int | None, history_cut: int | None) -> dict[str, Any]:
     return {
         **series.buckets_obj(series.keys_from(sealed_ms)),
         "from": series.keys[0] if series.keys else None,
-        **series.history_obj(),
+        **series.history_obj(history_cut, None),
+        # the history key's buckets before these were pruned since it was stored
+        "hist_from": min(series.hist, default=None),
+        "tiles_from": min(series.tiles, default=None),
     }

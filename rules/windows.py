@@ -312,11 +312,28 @@ class Series:
         """A JSON-friendly canonical form (int keys as strings, sets sorted)."""
         return {**self.buckets_obj(self.keys), **self.history_obj()}
 
-    def history_obj(self) -> dict[str, Any]:
-        """The baseline and adaptive history in ``to_obj``'s form."""
+    def history_obj(self, lo_ms: int | None = None, hi_ms: int | None = None) -> dict[str, Any]:
+        """The baseline and adaptive history in ``to_obj``'s form; with bounds, only the
+        buckets and tiles that start in ``[lo_ms, hi_ms)``."""
         # [starts ascending, counts]: a day of minutes per keyword series is most of a
         # busy brand's state, and int lists encode ~10x faster than str-keyed maps
-        return {"hist": _columns(self.hist), "tiles": _columns(self.tiles)}
+        if lo_ms is None and hi_ms is None:
+            return {"hist": _columns(self.hist), "tiles": _columns(self.tiles)}
+        lo = -(2**63) if lo_ms is None else lo_ms
+        hi = 2**63 if hi_ms is None else hi_ms
+        return {
+            "hist": _columns({k: v for k, v in self.hist.items() if lo <= k < hi}),
+            "tiles": _columns({k: v for k, v in self.tiles.items() if lo <= k < hi}),
+        }
+
+    def put_history(
+        self, obj: dict[str, Any], hist_from: int | None, tiles_from: int | None
+    ) -> None:
+        """Add ``history_obj`` form ``obj``'s buckets that start at or after ``hist_from``
+        and its tiles from ``tiles_from`` (None: none) before the ones held (they are
+        older: the order ``prune_history`` relies on)."""
+        self.hist = {**_columns_from(obj["hist"], hist_from), **self.hist}
+        self.tiles = {**_columns_from(obj["tiles"], tiles_from), **self.tiles}
 
     def buckets_obj(self, keys: list[int]) -> dict[str, Any]:
         """The step buckets ``keys`` (ascending, all present) in ``to_obj``'s form."""
@@ -380,6 +397,13 @@ def _columns(buckets: dict[int, int]) -> list[list[int]]:
     """``{start: count}`` -> ``[[starts ascending], [counts]]`` (canonical)."""
     starts = sorted(buckets)
     return [starts, [buckets[k] for k in starts]]
+
+
+def _columns_from(value: Any, from_ms: int | None) -> dict[int, int]:
+    """``_from_columns``, only the starts at or after ``from_ms`` (None: none)."""
+    if from_ms is None:
+        return {}
+    return {k: v for k, v in _from_columns(value).items() if k >= from_ms}
 
 
 def _from_columns(value: Any) -> dict[int, int]:

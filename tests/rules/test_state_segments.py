@@ -19,6 +19,7 @@ from rules.state import (
     SEGMENT_FANOUT,
     BrandState,
     StateWrite,
+    history_name,
     segment_name,
     state_written,
     write_state,
@@ -67,7 +68,9 @@ ops = st.lists(
 
 
 def names(state: BrandState) -> set[str]:
-    return {segment_name(i, lv) for i, lv in zip(state.segments, state.levels, strict=True)}
+    """The keys (after the brand) the state's stored head reads: segments and history."""
+    got = {segment_name(i, lv) for i, lv in zip(state.segments, state.levels, strict=True)}
+    return got | ({history_name(state.history[0])} if state.history is not None else set())
 
 
 def _run(
@@ -144,7 +147,7 @@ def _recall_every_10_s(
 def test_a_write_cut_short_is_finished_by_the_next_one() -> None:
     d = Detector(FULL)
     s, store = _recall_every_10_s(d, 30 * MIN, MIN)
-    assert len(store.segments) == len(s.segments) > 0
+    assert set(store.segments) == names(s) and s.segments and s.history
     # by 12 minutes on, the first segments hold only pruned buckets
     d.advance(s, 45 * MIN)
     cut = write_state(s)
@@ -242,9 +245,11 @@ def test_a_version_3_head_loads_and_its_segments_merge() -> None:
     """Heads written before segments had levels (version 3) list level-0 segments only."""
     s, store = _recall_every_10_s(Detector(FULL), 20 * MIN, 10_000, fanout=10**9)
     head = orjson.loads(store.head or b"")
-    assert head["v"] == 4 and set(head["levels"]) == {0}
+    assert head["v"] == 5 and set(head["levels"]) == {0} and head["history"]
     head["v"] = 3
-    del head["levels"]
+    del head["levels"], head["history"]
+    for name, series in head["series"].items():
+        series.update(s.series[name].history_obj())  # all of it in the head
     store.head = orjson.dumps(head)
     old = store.load()
     assert dump_state(old) == dump_state(s)
@@ -264,6 +269,7 @@ def test_a_whole_state_loads_and_its_first_write_seals_it() -> None:
     old = load_state(dump_state(s))  # a version 2 value, from before segments
     w = write_state(old)
     assert [name for name, _ in w.segments] == [str(min(x.keys[0] for x in s.series.values()))]
+    assert old.history is None  # 8 minutes of history: all of it in the head
     store = Store()
     store.apply(w)
     assert dump_state(store.load()) == dump_state(s)
@@ -311,4 +317,82 @@ def test_buckets_pruned_from_a_kept_segment_stay_pruned() -> None:
     full.observe(s, hit(t, t, "recall"))
     store.apply(write_state(s))
     assert list(s.series["recall"].keys) == [t]
+    assert dump_state(store.load()) == dump_state(s)
+
+
+def test_the_history_is_stored_apart_and_written_once_every_ten_minutes() -> None:
+    """A keyword rule keeps a day of minute buckets, most of a day-old head, which every
+    write-back rewrote.  Apart: the head holds the history since the last 10-minute
+    cut, and the history before it goes to one of two slots in turn, written once per
+    cut; a crash before the head leaves the stored head and its slot as they were, one
+    before the deletions is finished by the next write."""
+    d = Detector(FULL)
+    s = d.new_state("acme")
+    store = Store()
+    slots: list[str] = []
+    crashes = 0
+    for t in range(0, 3 * 60 * MIN, 10_000):
+        d.observe(s, hit(t, t, "recall"))
+        d.advance(s, t)
+        if t % MIN:
+            continue
+        had_history = s.history is not None
+        w = write_state(s)
+        written = [name for name, _ in w.segments if name.startswith("h")]
+        slots += written
+        if written and had_history and crashes < 2:
+            crashes += 1
+            before = store.load()
+            store.apply(w, head=False)  # the other slot only: the stored head reads its own
+            assert dump_state(store.load()) == dump_state(before)
+            store.apply(w, deletions=False)  # the new head, the old slot not yet deleted
+            s = store.load()  # a restart
+            assert history_name(1 - s.history[0]) in s.deleting
+            continue
+        store.apply(w)
+        state_written(s)
+        assert set(store.segments) == names(s)
+        assert dump_state(store.load()) == dump_state(s)
+        head = orjson.loads(w.head)
+        assert len(head["series"]["recall"]["hist"][0]) <= 20  # minutes since the cut
+    assert 16 <= len(slots) <= 18  # a cut every 10 minutes of 3 hours (less the lateness)
+    assert slots == ["h0", "h1"] * (len(slots) // 2) + ["h0"] * (len(slots) % 2)
+    whole = dump_state(s)
+    assert len(orjson.loads(whole)["series"]["recall"]["hist"][0]) >= 170  # kept: a day
+    assert len(w.head) < len(whole) / 3
+
+
+def test_a_version_4_head_loads_and_its_next_write_stores_the_history_apart() -> None:
+    s, store = _recall_every_10_s(Detector(FULL), 40 * MIN, 10_000)
+    head = orjson.loads(store.head or b"")
+    assert head["history"] is not None
+    head["v"] = 4
+    del head["history"]
+    for name, series in head["series"].items():
+        series.update(s.series[name].history_obj())  # all of it in the head
+        del series["hist_from"], series["tiles_from"]
+    store.head = orjson.dumps(head)
+    old = store.load()
+    assert old.history is None
+    assert dump_state(old) == dump_state(s)
+    w = write_state(old)
+    assert history_name(0) in dict(w.segments)
+    store.apply(w)
+    state_written(old)
+    assert dump_state(store.load()) == dump_state(s)
+
+
+def test_a_missing_or_foreign_history_is_refused() -> None:
+    s, store = _recall_every_10_s(Detector(FULL), 40 * MIN, 10_000)
+    assert s.history is not None
+    name = history_name(s.history[0])
+    value = store.segments.pop(name)
+    with pytest.raises(ValueError, match=f"history {name} is missing"):
+        store.load()
+    stale = orjson.loads(value)
+    stale["cut"] -= 10 * MIN  # the other slot's older history
+    store.segments[name] = orjson.dumps(stale)
+    with pytest.raises(ValueError, match=f"history {name} of brand 'acme' is foreign"):
+        store.load()
+    store.segments[name] = value
     assert dump_state(store.load()) == dump_state(s)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from rules.engine import Engine
 from rules.loader import load_rules
 from rules.post import format_rfc3339_ms, post_from_dict
-from rules.state import BrandState, segment_name
+from rules.state import BrandState, history_name, segment_name
 from rules.watermark import PartitionReport
 from streams.codecs import Tick, decode_items, decode_record, encode_batch, encode_hit, encode_tick
 from streams.metrics import WorkerMetrics
@@ -332,7 +332,8 @@ def test_incremental_write_backs_restart_to_the_same_states(rules_dir: Path) -> 
 
 
 def _names(st: BrandState) -> set[str]:
-    return {segment_name(i, lv) for i, lv in zip(st.segments, st.levels, strict=True)}
+    got = {segment_name(i, lv) for i, lv in zip(st.segments, st.levels, strict=True)}
+    return got | ({history_name(st.history[0])} if st.history is not None else set())
 
 
 def test_tidying_at_the_write_back_leaves_what_tidying_at_once_leaves(rules_dir: Path) -> None:
