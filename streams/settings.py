@@ -15,7 +15,7 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 STATE_FLUSH_DEFAULT_S = 5.0
 """Default of CRISISWATCH_STATE_FLUSH_S: each write-back rewrites every changed brand's
-head, so its cost is per write-back (at 1,000 busy brands, 2 s took 8-9% of a core more
+head, so its cost is per write-back (at 1,000 busy brands, 2 s took 5-9% of a core more
 than 5 s; BENCHMARKS.md, session 9); a restart replays at most this much more of ``matches``."""
 STATE_FLUSH_MAX_S = 60.0
 """Upper bound of CRISISWATCH_STATE_FLUSH_S: unwritten states are replayed after a restart."""
