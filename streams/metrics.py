@@ -7,6 +7,7 @@ counters); brand is a label, post ids never are.  Dashboards and alert rules in
 
 from __future__ import annotations
 
+import contextlib
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -124,7 +125,7 @@ class WorkerMetrics:
         )
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[tuple[str, str], Any] = {}
-        self._gauge_children: dict[tuple[int, str, str], Any] = {}
+        self._gauge_children: dict[tuple[Gauge, str, str], Any] = {}
         self.processing_latency = BatchHistogram(
             "crisiswatch_processing_latency_seconds",
             "Wall time from a post's ingest to the worker having matched it.",
@@ -205,8 +206,18 @@ class WorkerMetrics:
 
     def gauge(self, metric: Gauge, brand: str, label: str) -> Any:
         """``metric.labels(brand, label)`` of a per-brand gauge, looked up once."""
-        key = (id(metric), brand, label)
+        key = (metric, brand, label)
         child = self._gauge_children.get(key)
         if child is None:
             child = self._gauge_children[key] = metric.labels(brand, label)
         return child
+
+    def drop_brand_gauges(self) -> None:
+        """Remove every per-brand gauge series set through ``gauge``: after a rebalance
+        the brands' owners set theirs, and a series kept here would go on reporting the
+        last value this worker saw (an incident open long after its new owner resolved
+        it, under the dashboards' ``max by (brand, severity)``)."""
+        children, self._gauge_children = self._gauge_children, {}
+        for metric, brand, label in children:
+            with contextlib.suppress(KeyError):  # removed already
+                metric.remove(brand, label)

@@ -235,8 +235,11 @@ class DetectStage:
         """Brands whose per-brand gauges are behind their states (``refresh_gauges``)."""
 
     def forget(self) -> None:
-        """Drop cached state (after a rebalance the table is the truth)."""
+        """Drop cached state (after a rebalance the table is the truth), and the per-brand
+        gauges (set again for the brands still owned as they change)."""
         self.states.clear()
+        self._gauges_due.clear()
+        self.metrics.drop_brand_gauges()
         self._untidy.clear()
         self._held.clear()
         self._due.clear()

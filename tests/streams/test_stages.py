@@ -452,3 +452,19 @@ def test_gauges_of_written_brands_are_set_at_the_next_refresh(rules_dir: Path) -
     assert len(refreshed) == len(brands)  # a pause after each brand, each brand once
     assert _gauge_samples(metrics) == expected
     assert list(lazy.refresh_gauges([], lambda: True)) == []  # none due until written again
+
+
+def test_a_rebalance_drops_the_per_brand_gauges(rules_dir: Path) -> None:
+    """After a rebalance the brands' owners report them: a series kept by a worker that
+    lost the brand would go on reporting its last value (an incident open long after its
+    new owner resolved it, under the dashboards' ``max by``)."""
+    metrics, _, match, detect, table = make(rules_dir)
+    records = matches_records(match, scenario.posts())
+    half = len(records) // 2
+    for brand in detect.process(records[:half]).dirty:
+        table[brand] = detect.dump(brand)
+    assert _gauge_samples(metrics)
+    detect.forget()
+    assert _gauge_samples(metrics) == {}
+    detect.process(records[half:])  # still the owner: set again as the brands change
+    assert _gauge_samples(metrics)
