@@ -225,16 +225,7 @@ def _put_segment(
 ) -> None:
     """Add segment ``seg``'s buckets that the head's series still hold (a bucket
     that is here already came from the head or another segment: the same values)."""
-    if data is None:
-        msg = f"brand state for {state.brand!r}: segment {seg} is missing from the store"
-        raise ValueError(msg)
-    obj = _json_object(data, f"segment {seg} of brand {state.brand!r}")
-    if obj.get("v") not in INCREMENTAL_VERSIONS or obj.get("brand") != state.brand:
-        msg = (
-            f"segment {seg} of brand {state.brand!r} is foreign: "
-            f"version {obj.get('v')!r}, brand {obj.get('brand')!r}"
-        )
-        raise ValueError(msg)
+    obj = _stored_part(state, f"segment {seg}", data)
     for name, buckets in obj["series"].items():
         series = state.series.get(name)
         from_ms = froms.get(name)
@@ -242,6 +233,26 @@ def _put_segment(
         # that name that a rule reload removed): not part of the state any more
         if series is not None and from_ms is not None:
             series.put_buckets(buckets, from_ms)
+
+
+def _stored_part(
+    state: BrandState, what: str, data: bytes | None, **expected: Any
+) -> dict[str, Any]:
+    """The object stored as the brand's ``what`` (a segment, the history); raises
+    ValueError when it is missing, or is another brand's, another version's, or has
+    other ``expected`` fields (the changelog has lost data: no state is guessed)."""
+    if data is None:
+        msg = f"brand state for {state.brand!r}: {what} is missing from the store"
+        raise ValueError(msg)
+    obj = _json_object(data, f"{what} of brand {state.brand!r}")
+    expected = {"brand": state.brand, **expected}
+    if obj.get("v") not in INCREMENTAL_VERSIONS or any(
+        obj.get(k) != v for k, v in expected.items()
+    ):
+        found = ", ".join(f"{k} {obj.get(k)!r}" for k in ("v", *expected))
+        msg = f"{what} of brand {state.brand!r} is foreign: {found} (expected {expected})"
+        raise ValueError(msg)
+    return obj
 
 
 def history_name(slot: int) -> str:
@@ -255,16 +266,7 @@ def _put_history(
 ) -> None:
     """Add the history stored under ``name`` (before ``cut``) that the head's series
     still hold: from their first live bucket and tile (``hist_from``, ``tiles_from``)."""
-    if data is None:
-        msg = f"brand state for {state.brand!r}: history {name} is missing from the store"
-        raise ValueError(msg)
-    obj = _json_object(data, f"history {name} of brand {state.brand!r}")
-    if obj.get("v") != HEAD_VERSION or obj.get("brand") != state.brand or obj.get("cut") != cut:
-        msg = (
-            f"history {name} of brand {state.brand!r} is foreign: version {obj.get('v')!r}, "
-            f"brand {obj.get('brand')!r}, cut {obj.get('cut')!r} (the head's: {cut})"
-        )
-        raise ValueError(msg)
+    obj = _stored_part(state, f"history {name}", data, cut=cut)
     for series_name, history in obj["series"].items():
         series = state.series.get(series_name)
         if series is not None:  # else removed by a rule reload
