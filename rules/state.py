@@ -445,8 +445,7 @@ def _head_series(series: Series, sealed_ms: int | None, history_cut: int | None)
     return {
         **series.buckets_obj(series.keys_from(sealed_ms)),
         "from": series.keys[0] if series.keys else None,
-        **series.history_obj(history_cut, None),
-        # the history key's buckets before these were pruned since it was stored
-        "hist_from": min(series.hist, default=None),
-        "tiles_from": min(series.tiles, default=None),
+        # the history since the cut, and the first bucket and tile held: the history
+        # key's buckets before these were pruned since it was stored
+        **series.head_history(history_cut),
     }

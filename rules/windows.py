@@ -317,14 +317,23 @@ class Series:
         buckets and tiles that start in ``[lo_ms, hi_ms)``."""
         # [starts ascending, counts]: a day of minutes per keyword series is most of a
         # busy brand's state, and int lists encode ~10x faster than str-keyed maps
-        if lo_ms is None and hi_ms is None:
-            return {"hist": _columns(self.hist), "tiles": _columns(self.tiles)}
-        lo = -(2**63) if lo_ms is None else lo_ms
-        hi = 2**63 if hi_ms is None else hi_ms
         return {
-            "hist": _columns({k: v for k, v in self.hist.items() if lo <= k < hi}),
-            "tiles": _columns({k: v for k, v in self.tiles.items() if lo <= k < hi}),
+            "hist": _columns(self.hist, lo_ms, hi_ms),
+            "tiles": _columns(self.tiles, lo_ms, hi_ms),
         }
+
+    def head_history(self, cut_ms: int | None) -> dict[str, Any]:
+        """``history_obj(cut_ms)`` and the first bucket and tile held (``hist_from``,
+        ``tiles_from``; None: none), which say what of the history stored before the cut
+        is still live: a head's part of it, written at every write-back (one sort each)."""
+        out: dict[str, Any] = {}
+        for name, buckets in (("hist", self.hist), ("tiles", self.tiles)):
+            starts = sorted(buckets)
+            out[f"{name}_from"] = starts[0] if starts else None
+            if cut_ms is not None:
+                starts = starts[bisect_left(starts, cut_ms) :]
+            out[name] = [starts, [buckets[k] for k in starts]]
+        return out
 
     def put_history(
         self, obj: dict[str, Any], hist_from: int | None, tiles_from: int | None
@@ -393,9 +402,16 @@ class Series:
             self.counts = {k: self.counts[k] for k in self.keys}
 
 
-def _columns(buckets: dict[int, int]) -> list[list[int]]:
-    """``{start: count}`` -> ``[[starts ascending], [counts]]`` (canonical)."""
+def _columns(
+    buckets: dict[int, int], lo_ms: int | None = None, hi_ms: int | None = None
+) -> list[list[int]]:
+    """``{start: count}`` -> ``[[starts ascending], [counts]]`` (canonical), only the
+    starts in ``[lo_ms, hi_ms)`` when given."""
     starts = sorted(buckets)
+    if lo_ms is not None:
+        starts = starts[bisect_left(starts, lo_ms) :]
+    if hi_ms is not None:
+        starts = starts[: bisect_left(starts, hi_ms)]
     return [starts, [buckets[k] for k in starts]]
 
 
