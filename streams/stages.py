@@ -228,9 +228,9 @@ class DetectStage:
         self._untidy: dict[str, int | None] = {}
         """brand -> its last boundary before the advances not yet tidied (see ``tidy``)."""
         self._held: dict[int, list[Hit | HitRow]] = {}
-        """matches partition -> hits of its last record that the sweep went ahead of
-        (created at or after the boundary it reached), counted before anything else
-        of that partition (``steps``, ``count_held``)."""
+        """matches partition -> hits that sweeps went ahead of (created at or after the
+        boundary they reached), counted before the next sweep that reads them
+        (``steps``, ``count_held``)."""
         self._gauges_due: dict[str, None] = {}
         """Brands whose per-brand gauges are behind their states (``refresh_gauges``)."""
 
@@ -311,8 +311,13 @@ class DetectStage:
         A record that moves the watermark to a new boundary (a batch's hits, then its
         tick) is swept before its hits created at or after that boundary are counted:
         the sweep cannot read them, and its alerts need not wait for them.  Those hits
-        are held and counted first thing at the partition's next record (or by
-        ``count_held``), always before the next tick that could cover them.
+        are held, as are the held hits of earlier records that the boundary does not
+        reach, and counted at the partition's next record that reaches no new
+        boundary (or by ``count_held``); a record that does reach one counts the held
+        hits created before it first, so a sweep never goes ahead of a hit it reads.
+        At full load a partition's boundary record thus does its sweep and nothing
+        else before its alerts go out: counting the previous record's hits first was a
+        third of it, and each partition's sweep waits for the sweeps before it.
 
         A watermark that jumps far (catch-up after an outage) can advance every brand
         through many boundaries, seconds of work: the agent gives the event loop (the
@@ -334,15 +339,13 @@ class DetectStage:
                 self._dead(out, rec, f"{type(exc).__name__}: {exc}")
                 continue
             partition = rec.partition
-            held = self._held.pop(partition, None)
-            if held is not None:
-                for hit in held:
-                    self._hit(partition, hit, index, out)
             tick = items[-1] if items else None
-            if isinstance(tick, Tick) and len(items) > 1:
+            if isinstance(tick, Tick):
                 hits = cast("list[Hit | HitRow]", items[:-1])
                 yield from self._tick(partition, tick, index, out, pause, hits)
             else:
+                for hit in self._held.pop(partition, ()):
+                    self._hit(partition, hit, index, out)
                 for item in items:
                     if isinstance(item, Tick):
                         yield from self._tick(partition, item, index, out, pause)
@@ -381,11 +384,21 @@ class DetectStage:
         merger = self._merger(partition)
         before = merger.watermark_ms
         wm = merger.update(tick.reports)  # counting hits never reads the merger
+        held = self._held.pop(partition, None)
+        if held is not None:
+            hits = [*held, *hits]
+        step = self.rules.current.detector.step_ms
         if wm is None or wm == before:
             for hit in hits:
                 self._hit(partition, hit, index, out)
             return
-        target = floor_to(wm, self.rules.current.detector.step_ms)
+        target = floor_to(wm, step)
+        if before is not None and floor_to(before, step) == target:
+            # no new boundary: nothing waits for these hits, count them all now
+            for hit in hits:
+                self._hit(partition, hit, index, out)
+            yield from self._advance(partition, wm, index, out, pause)
+            return
         later: list[Hit | HitRow] = []
         for hit in hits:
             created_at_ms = hit[3] if isinstance(hit, list) else hit.created_at_ms

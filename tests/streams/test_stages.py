@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from rules.engine import Engine
 from rules.loader import load_rules
+from rules.model import Hit
 from rules.post import format_rfc3339_ms, post_from_dict
 from rules.state import BrandState, history_name, segment_name
 from rules.watermark import PartitionReport
@@ -405,6 +406,70 @@ def test_a_sweep_goes_ahead_of_the_hits_it_cannot_read(rules_dir: Path) -> None:
     assert agent_like.states.keys() == at_once.states.keys()
     for brand in at_once.states:
         assert agent_like.dump(brand) == at_once.dump(brand)
+
+
+def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
+    """A record reaching a new boundary counts, before its sweep, only the hits that
+    boundary's windows read (held ones included); the others stay held through it, so
+    its alerts wait for no other counting.  A record reaching no boundary counts all."""
+    brands = tmp_path / "brands"
+    brands.mkdir()
+    (brands / "acme.yaml").write_text(
+        "brand: acme\nmentions:\n  query: acme\nrules:\n"
+        "  - {id: recall, kind: keyword, query: recall, min_count: 1, window: 1m,"
+        " crisis_type: product_quality, severity: high}\n"
+    )
+    _, _, _, detect, _ = make(brands)  # lateness 60 s, step 10 s
+    q = partition_for("acme", PARTS)
+    t0 = 1_795_766_400_000
+
+    def hit(n: int, at_s: int) -> Hit:
+        at = t0 + at_s * 1000
+        return Hit(
+            "acme",
+            f"p:{n}",
+            "mastodon",
+            at,
+            "mastodon:1",
+            "u1",
+            1,
+            ("recall",),
+            "acme recall",
+            None,
+            format_rfc3339_ms(at),
+        )
+
+    def record(offset: int, hits: list[Hit], newest_s: int) -> Record:
+        report = PartitionReport(t0 + newest_s * 1000, False, 0)
+        tick = Tick("s1", {p: report for p in range(PARTS)})
+        return Record("p.matches", q, offset, None, encode_batch(hits, tick))
+
+    def counted() -> set[str]:
+        st = detect.states.get("acme")
+        return set(st.dedup) if st is not None else set()
+
+    def held() -> set[str]:
+        return {str(row[1]) for row in detect._held.get(q, [])}
+
+    # watermark -> 105 s, boundary 100 s: both hits are after it, held
+    out = DetectOutput()
+    for _ in detect.steps([record(0, [hit(1, 105), hit(2, 116)], 165)], out, lambda: False):
+        pass
+    assert (held(), counted(), out.events) == ({"p:1", "p:2"}, set(), [])
+    # boundary 110 s: p:1 is counted before the sweep (which opens the incident on it),
+    # p:2 and the record's own p:3 stay held
+    out = DetectOutput()
+    for _ in detect.steps([record(1, [hit(3, 112)], 172)], out, lambda: False):
+        pass
+    assert [(e.type.rsplit(".", 1)[-1], e.data["window"]["count"]) for e in out.events] == [
+        ("opened", 1)
+    ]
+    assert (held(), counted()) == ({"p:2", "p:3"}, {"p:1"})
+    # watermark 115 s, still boundary 110 s: everything held is counted now
+    out = DetectOutput()
+    for _ in detect.steps([record(2, [], 175)], out, lambda: False):
+        pass
+    assert (held(), counted(), out.events) == (set(), {"p:1", "p:2", "p:3"}, [])
 
 
 _GAUGES = {"crisiswatch_open_incidents", "crisiswatch_window_posts", "crisiswatch_baseline_level"}
