@@ -53,8 +53,16 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("aiokafka").removeHandler(last_error)
     import faust
 
+    from streams.logqueue import log_in_background
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            # faust has just set up the handlers: their writes go off the event loop
+            log_in_background(logger)
+
     asyncio.set_event_loop(asyncio.new_event_loop())
-    w = faust.Worker(
+    w = Worker(
         worker.app,
         loglevel=settings.log_level,
         quiet=True,

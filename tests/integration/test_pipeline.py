@@ -104,6 +104,14 @@ async def test_replay_gives_the_backtest_alerts_and_dead_letters(
         assert worker.get("/readyz")[0] == 200
     finally:
         worker.stop()
+    # every alert is logged (by the log writer thread, which writes what is queued at exit),
+    # and so is the shutdown
+    assert worker.log_path is not None
+    logged = worker.log_path.read_text(errors="replace")
+    for event in expected.values():
+        assert f"incident={event['data']['incident_id']}" in logged, event["id"]
+    # faust's last line before the process exits
+    assert logged.splitlines()[-1].rstrip().endswith("Closing event loop"), worker.tail()
 
 
 async def test_sigkill_mid_stream_resumes_from_the_changelog(
