@@ -2,10 +2,10 @@
 
 Two stages, both thin:
 - the match loop (``streams.matchloop``, a plain aiokafka consumer run as an
-  app task) reads ``<prefix>.posts`` in batches, calls the engine's matcher and
-  sends, per batch, one record to every partition of ``<prefix>.matches``
-  (that partition's hits, by brand, then a watermark tick), dead letters to
-  ``<prefix>.posts.dlq``;
+  app task) reads ``<prefix>.posts`` in batches, calls the engine's matcher slice
+  by slice and, when a watermark tick is due (or hits have waited 100 ms), sends
+  one record per partition of ``<prefix>.matches`` (that partition's hits, by
+  brand, then the tick), dead letters to ``<prefix>.posts.dlq``;
 - the ``detect`` agent reads ``<prefix>.matches``, keeps each brand's state (windows,
   incidents) in the changelog-backed table ``brand_state`` and sends incident
   events to ``<prefix>.alerts`` keyed by brand.

@@ -370,8 +370,8 @@ def test_tidying_at_the_write_back_leaves_what_tidying_at_once_leaves(rules_dir:
 def test_a_sweep_goes_ahead_of_the_hits_it_cannot_read(rules_dir: Path) -> None:
     """Batch records one at a time through ``steps``, as the agent runs them: a record
     whose tick reaches a new boundary is swept before its hits created at or after that
-    boundary are counted (they are held, and counted first thing at the partition's
-    next record).  The events are still the engine's, and once the held hits are
+    boundary are counted (they are held, and counted at the partition's next record
+    that reaches no new boundary).  The events are still the engine's, and once the held hits are
     counted (``count_held``, before a write-back) the states are those of a stage that
     counted every record's hits at once (``process``)."""
     items = scenario.posts()
