@@ -378,31 +378,28 @@ class DetectStage:
         pause: Callable[[], bool],
         hits: Sequence[Hit | HitRow] = (),
     ) -> Iterator[None]:
-        """A watermark tick, after ``hits`` (a batch record's): the hits the tick's sweep
-        cannot read (created at or after the boundary it reaches) are held for later
-        (``steps``), the others counted before it."""
+        """A watermark tick, after ``hits`` (a batch record's) and the partition's held
+        hits: when it reaches a new boundary, those its sweep cannot read (created at
+        or after that boundary) are held for later (``steps``), the others counted
+        before it; otherwise all are counted."""
         merger = self._merger(partition)
         before = merger.watermark_ms
         wm = merger.update(tick.reports)  # counting hits never reads the merger
         held = self._held.pop(partition, None)
         if held is not None:
             hits = [*held, *hits]
-        step = self.rules.current.detector.step_ms
         if wm is None or wm == before:
             for hit in hits:
                 self._hit(partition, hit, index, out)
             return
+        step = self.rules.current.detector.step_ms
         target = floor_to(wm, step)
-        if before is not None and floor_to(before, step) == target:
-            # no new boundary: nothing waits for these hits, count them all now
-            for hit in hits:
-                self._hit(partition, hit, index, out)
-            yield from self._advance(partition, wm, index, out, pause)
-            return
+        # only a new boundary's sweep (and its alerts) is worth holding hits back for
+        crossing = before is None or floor_to(before, step) != target
         later: list[Hit | HitRow] = []
         for hit in hits:
             created_at_ms = hit[3] if isinstance(hit, list) else hit.created_at_ms
-            if created_at_ms >= target:
+            if crossing and created_at_ms >= target:
                 later.append(hit)
             else:
                 self._hit(partition, hit, index, out)
