@@ -107,10 +107,11 @@ class BrandState:
         self.levels: list[int] = []
         """Each segment's merge level (0: written as sealed; see ``segment_name``)."""
         self.deleting: list[str] = []
+        """Names of segments (expired or merged) and of replaced history slots whose
+        deletion may not be stored yet."""
         self.history: tuple[int, int] | None = None
         """(slot, cut) of the stored history key (``history_name(slot)``, the history
         before ``cut``); None: all of the history is in the head."""
-        """Names of segments (expired or merged) whose deletion may not be stored yet."""
 
     def range_cache(self, key: tuple[Any, ...]) -> RangeCache | None:
         value = self.cache.get(key)
