@@ -129,9 +129,9 @@ class LatencyRun:
     """(received wall ms, boundary T ms, event type)."""
     alert_hops: list[tuple[int, int, str]] = field(default_factory=list)
     """(alert record's CreateTime ms, boundary T ms, brand), in the order of ``alerts``."""
-    matches: dict[int, list[tuple[int, int, int, int]]] = field(default_factory=dict)
-    """matches partition -> (watermark after the record, tick sent ms, record CreateTime ms,
-    received ms) in offset order: read when ``collect_alerts`` is given the matches topic."""
+    matches: dict[int, list[tuple[int, int, int]]] = field(default_factory=dict)
+    """matches partition -> (watermark after the record, tick sent ms, record CreateTime ms)
+    in offset order: read when ``collect_alerts`` is given the matches topic."""
     send_s: float = 0.0
     """Seconds from the generator's first tick to the last post handed to its producer."""
     ack_wait_s: float = 0.0
@@ -239,45 +239,75 @@ async def collect_alerts(
     matches_topic: str | None = None,
 ) -> None:
     """Alerts as they arrive; with ``matches_topic``, also the worker's internal matches
-    records (their ticks and timestamps), to split the latency into hops."""
+    records (their ticks and timestamps), to split the latency into hops.
+
+    The matches records are read once ``stop`` is set, from where the topic ended when
+    collection started: everything the hops need is in Kafka (each record's tick and
+    CreateTime), and reading them live made this process (the alert consumer) and the
+    broker decode every matches record while alerts were being timed.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=20)
     await consumer.start()
-    mergers = {p: WatermarkMerger(LATENESS_MS, PARTITIONS) for p in range(PARTITIONS)}
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        if matches_topic is not None:
-            tps += [TopicPartition(matches_topic, p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
             await consumer.position(tp)
+        matches_from: dict[TopicPartition, int] = {}
+        if matches_topic is not None:
+            mtps = [TopicPartition(matches_topic, p) for p in range(PARTITIONS)]
+            matches_from = await consumer.end_offsets(mtps)
         stop.clear()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=50)
             received = int(time.time() * 1000)
-            for tp, records in batch.items():
-                if tp.topic != topic:
-                    for rec in records:
-                        tick = orjson.loads(rec.value).get("tick")
-                        if tick is None:
-                            continue
-                        reports = {
-                            int(p): PartitionReport(v[0], bool(v[1]), int(v[2]))
-                            for p, v in tick["parts"].items()
-                        }
-                        wm = mergers[tp.partition].update(reports)
-                        sent = max(r.sent_ms for r in reports.values())
-                        run.matches.setdefault(tp.partition, []).append(
-                            (wm if wm is not None else -1, sent, rec.timestamp, received)
-                        )
-                    continue
+            for records in batch.values():
                 for rec in records:
                     event = orjson.loads(rec.value)
                     boundary = int(decode_time(event["time"]))
                     run.alerts.append((received, boundary, event["type"].rsplit(".", 1)[-1]))
                     run.alert_hops.append((rec.timestamp, boundary, rec.key.decode()))
+        if matches_from:
+            await read_matches(consumer, matches_from, run)
     finally:
         await consumer.stop()
+
+
+async def read_matches(
+    consumer: AIOKafkaConsumer, start: dict[TopicPartition, int], run: LatencyRun
+) -> None:
+    """The matches records from ``start`` to the topic's end now: each tick's watermark,
+    the time the match loop sent it and the record's CreateTime (``LatencyRun.matches``)."""
+    end = await consumer.end_offsets(list(start))
+    consumer.assign(list(start))
+    for tp, offset in start.items():
+        consumer.seek(tp, offset)
+    mergers = {tp.partition: WatermarkMerger(LATENESS_MS, PARTITIONS) for tp in start}
+    left = {tp for tp in start if end[tp] > start[tp]}
+    deadline = time.monotonic() + 120
+    while left:
+        if time.monotonic() > deadline:
+            msg = f"matches records not read to their end: {sorted(left)}"
+            raise TimeoutError(msg)
+        batch = await consumer.getmany(*left, timeout_ms=1000)
+        for tp, records in batch.items():
+            for rec in records:
+                if rec.offset >= end[tp]:
+                    break
+                tick = orjson.loads(rec.value).get("tick")
+                if tick is not None:
+                    reports = {
+                        int(p): PartitionReport(v[0], bool(v[1]), int(v[2]))
+                        for p, v in tick["parts"].items()
+                    }
+                    wm = mergers[tp.partition].update(reports)
+                    sent = max(r.sent_ms for r in reports.values())
+                    run.matches.setdefault(tp.partition, []).append(
+                        (wm if wm is not None else -1, sent, rec.timestamp)
+                    )
+            if records and records[-1].offset + 1 >= end[tp]:
+                left.discard(tp)
 
 
 def hops_ms(run: LatencyRun, index: int) -> tuple[int, int, int, int] | None:
@@ -291,7 +321,7 @@ def hops_ms(run: LatencyRun, index: int) -> tuple[int, int, int, int] | None:
     i = bisect_left([r[0] for r in records], boundary)
     if crossed is None or i == len(records):
         return None
-    _, tick_sent, created, _ = records[i]
+    _, tick_sent, created = records[i]
     return (tick_sent - crossed, created - tick_sent, alert_ts - created, received - alert_ts)
 
 

@@ -1,0 +1,53 @@
+"""bench/bench_worker.py reads one counter off the worker's /metrics page without parsing it all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.bench_worker import CONSUMED, counter_total
+from streams.metrics import WorkerMetrics
+
+
+@dataclass
+class _Page:
+    """Stands in for ``WorkerProcess``: ``get("/metrics")`` returns a rendered registry."""
+
+    registry: CollectorRegistry
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        assert path == "/metrics"
+        return 200, generate_latest(self.registry)
+
+
+def _parsed_total(body: bytes, name: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def test_counter_total_sums_the_counters_samples_and_nothing_else() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    metrics.posts_consumed_by("x").inc(7)
+    metrics.posts_consumed_by("weibo").inc(5)
+    # per-brand series fill the page around it, as in the worker
+    for i in range(50):
+        metrics.gauge(metrics.open_incidents, f"brand{i:04d}", "high").set(1)
+    page = _Page(registry)
+
+    got = counter_total(page, CONSUMED)  # type: ignore[arg-type]
+
+    # the counter's `_created` samples (timestamps) and other metrics are not counted
+    assert got == 12.0
+    assert got == _parsed_total(page.get("/metrics")[1], CONSUMED)
+
+
+def test_counter_total_of_a_metric_not_on_the_page_is_zero() -> None:
+    page = _Page(CollectorRegistry())
+    assert counter_total(page, CONSUMED) == 0.0  # type: ignore[arg-type]
