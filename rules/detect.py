@@ -261,7 +261,8 @@ class Detector:
         come.  Such a brand need not be advanced; its late cut-off stays at ``base``.
         ``bounded``: also require the newest hit within the longest window after
         ``base``, so that a brand is advanced (and pruned) at least that often.
-        The totals are cached per ``base`` and kept current by ``_count``.
+        The totals are cached per ``base``, kept current by ``_count`` and moved on by
+        ``advance`` (``_move_quiet``).
         """
         if state.incidents:
             return False
@@ -284,6 +285,34 @@ class Detector:
         else:
             totals = quiet[2]
         return all(map(lt, totals, plan.min_counts))
+
+    @staticmethod
+    def _move_quiet(state: BrandState, plan: BrandPlan, prev: int | None, target: int) -> None:
+        """Move ``_quiet``'s cached totals from the last boundary ``prev`` to ``target``.
+
+        Totals at a base count the buckets from ``base - window`` on; at ``target`` those
+        in ``[prev - window, target - window)`` are out, usually one bucket or none.
+        Summed afresh at each new base, they were over half of a sweep once windows had
+        filled (10-minute windows at 1 s steps: 600 buckets a rule, every brand, every
+        boundary).  Totals not current at ``prev`` are dropped (rebuilt on demand).
+        """
+        quiet = state.cache.get("quiet")
+        if quiet is None:
+            return
+        if prev is None or quiet[0] != prev or quiet[1] is not plan:
+            del state.cache["quiet"]
+            return
+        totals = quiet[2]
+        series = state.series
+        for i, rp in enumerate(plan.rules):
+            s = series.get(rp.series)
+            if s is None:
+                continue
+            keys, got = s.keys, s.counts
+            w = rp.window_ms
+            for k in keys[bisect_left(keys, prev - w) : bisect_left(keys, target - w)]:
+                totals[i] -= got[k]
+        state.cache["quiet"] = (target, plan, totals)
 
     def next_due_ms(self, state: BrandState) -> int | None:
         """First boundary where ``advance`` would evaluate anything; None: none until a hit."""
@@ -318,8 +347,10 @@ class Detector:
         """
         step = self.step_ms
         first_hit = state.first_hit_ms
+        quiet = state.cache.get("quiet")
+        totals = quiet[2] if quiet is not None and quiet[0] == lo and quiet[1] is plan else None
         found: int | None = None
-        for rp in plan.rules:
+        for i, rp in enumerate(plan.rules):
             s = state.series.get(rp.series)
             if s is None or not s.keys:
                 continue
@@ -328,7 +359,16 @@ class Detector:
                 # the first boundary T with T - first_hit >= warm-up, minus a step
                 start = max(lo, -(-(first_hit + rp.warmup_ms) // step) * step - step)
             end = hi if found is None else found - step
-            if end <= start or s.window_count(start + step - rp.window_ms, end) < rp.min_count:
+            if end <= start:
+                continue
+            if totals is not None:
+                # _quiet's totals at ``lo`` bound the span's count from above (all the
+                # buckets from ``lo + step - window`` on): a sum over the span only when
+                # that bound reaches the minimum
+                w = rp.window_ms
+                if totals[i] - s.window_count(lo - w, lo + step - w) < rp.min_count:
+                    continue
+            if s.window_count(start + step - rp.window_ms, end) < rp.min_count:
                 continue
             got = _first_reaching(s.keys, s.counts, rp.window_ms, rp.min_count, start, end, step)
             if got is not None:
@@ -379,6 +419,7 @@ class Detector:
             state.last_boundary_ms = t
             t += step
         state.cache["run"] = (run_at, counts)
+        self._move_quiet(state, plan, prev, target)
         state.last_boundary_ms = target
         if tidy:
             self._tidy(state, plan, prev, target)

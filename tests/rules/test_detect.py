@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rules.detect import Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
 from rules.model import EscalateStep
@@ -466,3 +469,76 @@ def test_a_reload_that_raises_a_keyword_rules_severity_escalates_its_open_incide
     events = after.advance(s, 2_000)
     assert _types(events) == [(ESCALATED, 2_000, "high")]
     assert events[0].incident_id == opened[0].incident_id
+
+
+def _fresh_quiet_totals(d: Detector, s: object) -> list[int] | None:
+    """The cached ``_quiet`` totals of ``s`` rebuilt from its buckets (None: no cache)."""
+    quiet = s.cache.get("quiet")  # type: ignore[attr-defined]
+    if quiet is None:
+        return None
+    base, plan, _ = quiet
+    totals = []
+    for rp in plan.rules:
+        series = s.series.get(rp.series)  # type: ignore[attr-defined]
+        totals.append(
+            sum(n for k, n in series.counts.items() if k >= base - rp.window_ms) if series else 0
+        )
+    return totals
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 2_500), st.sampled_from(["a", "b", ""])),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
+    ops: list[tuple[int, int, str]],
+) -> None:
+    """``advance`` moves ``_quiet``'s cached totals to its new boundary (the buckets that
+    left each rule's window subtracted) instead of dropping them, and ``_next_candidate``
+    skips rules by them; after any mix of hits, advances by one step or many, and tidies,
+    they equal a sum over the buckets, and every decision equals that of a state whose
+    totals are dropped before each call."""
+    d = Detector(
+        ruleset(
+            keyword("a", min_count=3, window_ms=3_000),
+            keyword("b", min_count=6, window_ms=7_000, resolve_after_ms=2_000),
+            velocity("v", window_ms=5_000, baseline_ms=20_000, min_count=8, warmup_ms=3_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s, bare = d.new_state("acme"), d.new_state("acme")
+    now = 10_000
+    n = 0
+    for kind, dt, rule in ops:
+        bare.cache.pop("quiet", None)
+        if kind < 2:  # a hit, maybe late (then not counted)
+            n += 1
+            made = [hit(n, now - 500 + dt, *([rule] if rule else [])) for _ in range(2)]
+            assert d.observe(s, made[0]) == d.observe(bare, made[1])
+        elif kind < 4:  # one step or a jump past every window
+            now += 1_000 if dt < 2_200 else 9_000 + dt
+            events = d.advance(s, now, tidy=dt % 2 == 0)
+            assert events == d.advance(bare, now, tidy=dt % 2 == 0)
+        else:  # builds the totals at the last boundary (if no incident is open)
+            assert d.next_due_ms(s) == d.next_due_ms(bare)
+        assert s.cache.get("quiet") is None or s.cache["quiet"][0] == s.last_boundary_ms
+        assert s.cache.get("quiet", (None, None, None))[2] == _fresh_quiet_totals(d, s)
+
+
+def test_a_quiet_brands_totals_move_with_each_step_not_rebuilt() -> None:
+    d = Detector(ruleset(keyword("a", min_count=3, window_ms=3_000)), lateness_ms=0, step_ms=1_000)
+    s = d.new_state("acme")
+    for n in range(5):
+        d.observe(s, hit(n, 10_000 + n * 1_000, "a"))  # one hit in each of 10 s .. 14 s
+    d.advance(s, 15_000)
+    assert d.next_due_ms(s) is None  # quiet: 5 hits in its window, 40 needed
+    assert s.cache["quiet"][0] == 15_000
+    d.advance(s, 16_000)
+    # moved, not dropped: the 12 s bucket left the window [13 s, ...)
+    assert s.cache["quiet"][0] == 16_000
+    assert s.cache["quiet"][2] == [2]
