@@ -160,6 +160,11 @@ class WorkerMetrics:
             ["brand"],
             registry=registry,
         )
+        self.log_lines_dropped = Counter(
+            "crisiswatch_log_lines_dropped_total",
+            "Log lines dropped because the log's output was blocked and its queue full.",
+            registry=registry,
+        )
         self.rule_reloads = Counter(
             "crisiswatch_rule_reloads_total",
             "Rule reloads attempted, by result (success or failure).",

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
             super().on_setup_root_logger(logger, level)
             # faust has just set up the handlers: their writes go off the event loop
-            log_in_background(logger)
+            log_in_background(logger, on_drop=worker.metrics.log_lines_dropped.inc)
 
     asyncio.set_event_loop(asyncio.new_event_loop())
     w = Worker(

@@ -22,6 +22,7 @@ WORKER_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "crisiswatch_consumer_lag_messages": ("gauge", frozenset({"topic", "partition"})),
     "crisiswatch_late_hits_total": ("counter", frozenset({"brand"})),
     "crisiswatch_duplicate_hits_total": ("counter", frozenset({"brand"})),
+    "crisiswatch_log_lines_dropped_total": ("counter", frozenset()),
     "crisiswatch_rule_reloads_total": ("counter", frozenset({"result"})),
     "crisiswatch_rules_last_reload_success": ("gauge", frozenset()),
     "crisiswatch_rules_loaded": ("gauge", frozenset({"kind"})),

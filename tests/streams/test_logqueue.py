@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 
 from mode.utils.logging import ExtensionFormatter
 
@@ -63,3 +64,62 @@ def test_a_logger_without_handlers_is_left_alone() -> None:
     logger = logging.Logger("crisiswatch-test-empty")
     assert log_in_background(logger) is None
     assert logger.handlers == []
+
+
+class _Stuck(_Recording):
+    """A handler whose output blocks (a stalled log driver) until ``unblocked`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.unblocked = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.writing.set()
+        self.unblocked.wait(10)
+        super().emit(record)
+
+
+def test_a_blocked_output_drops_lines_beyond_the_limit_counts_them_and_says_so() -> None:
+    logger = logging.Logger("crisiswatch-test-stuck", logging.INFO)
+    stuck = _Stuck()
+    stuck.setFormatter(ExtensionFormatter(fmt="%(levelname)s %(message)s"))
+    logger.addHandler(stuck)
+    dropped: list[int] = []
+    background = log_in_background(logger, limit=20, on_drop=lambda: dropped.append(1))
+    assert background is not None
+    try:
+        logger.info("line 0")
+        assert stuck.writing.wait(5)  # the writer thread holds line 0, blocked
+        for n in range(1, 31):  # 20 fit in the queue, 10 do not
+            logger.info("line %d", n)
+        assert len(dropped) == 10
+        stuck.unblocked.set()
+        deadline = time.monotonic() + 5
+        while background.queue.qsize() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        logger.info("line 31")  # once there is room: the warning, then the line
+    finally:
+        stuck.unblocked.set()
+        background.stop()
+    assert stuck.lines == [
+        *(f"INFO line {n}" for n in range(21)),
+        "WARNING 10 log lines dropped: the log's output was blocked with 20 lines waiting",
+        "INFO line 31",
+    ]
+
+
+def test_lines_dropped_at_the_end_are_reported_at_stop() -> None:
+    logger = logging.Logger("crisiswatch-test-stuck-end", logging.INFO)
+    stuck = _Stuck()
+    logger.addHandler(stuck)
+    background = log_in_background(logger, limit=3)
+    assert background is not None
+    logger.info("first")
+    assert stuck.writing.wait(5)
+    for n in range(5):
+        logger.info("more %d", n)  # 3 queued, 2 dropped
+    stuck.unblocked.set()
+    background.stop()
+    assert stuck.lines == ["first", "more 0", "more 1", "more 2", "2 log lines dropped: "
+                           "the log's output was blocked with 3 lines waiting"]  # fmt: skip
