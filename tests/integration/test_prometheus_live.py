@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from rules.loader import load_rules
 from rules.matcher import Matcher
@@ -242,7 +243,7 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 prom.log_tail,
             )
             time.sleep(2.0)  # a couple more scrapes and rule evaluations
-            yield prom, sent, resent_hits
+            yield prom, sent, resent_hits, worker
     finally:
         connector.stop()
         worker.stop()
@@ -263,7 +264,7 @@ DASHBOARD_CASES = [
 def test_dashboard_expression_on_the_live_pipeline(
     board: str, title: str, expr: str, live: Any
 ) -> None:
-    prom, _, _ = live
+    prom, _, _, _ = live
     result = prom.query(_substitute(expr))  # raises on any evaluation error
     if expr in MAY_BE_EMPTY:
         return
@@ -279,7 +280,7 @@ def test_every_panel_expression_is_covered() -> None:
 
 
 def test_pipeline_panels_show_the_replay(live: Any) -> None:
-    prom, sent, resent_hits = live
+    prom, sent, resent_hits, _ = live
     consumed = _value(prom, "sum(crisiswatch_posts_consumed_total)")
     assert consumed == sent
     produced = _value(prom, "sum(crisiswatch_connector_posts_produced_total)")
@@ -304,12 +305,12 @@ def test_pipeline_panels_show_the_replay(live: Any) -> None:
 
 @pytest.mark.parametrize(("name", "expr"), _alert_exprs(), ids=[a for a, _ in _alert_exprs()])
 def test_alert_expression_evaluates_on_the_live_pipeline(name: str, expr: str, live: Any) -> None:
-    prom, _, _ = live
+    prom, _, _, _ = live
     prom.query(expr)  # raises PrometheusError on a parse or evaluation error
 
 
 def test_alert_rules_evaluate_healthy_and_nothing_is_down(live: Any) -> None:
-    prom, _, _ = live
+    prom, _, _, _ = live
     with urllib.request.urlopen(f"{prom.url}/api/v1/rules?type=alert", timeout=10) as resp:
         groups = json.load(resp)["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
@@ -319,3 +320,21 @@ def test_alert_rules_evaluate_healthy_and_nothing_is_down(live: Any) -> None:
     active = {a["labels"]["alertname"] for r in rules for a in r.get("alerts", [])}
     down = {"CrisiswatchWorkerDown", "CrisiswatchNoWorkers", "CrisiswatchConnectorDown"}
     assert not active & down, active
+
+
+def test_a_name_filter_renders_only_those_series(live: Any) -> None:
+    """``/metrics?name[]=...`` (as prometheus_client's own exposition): only the families
+    with those sample names, with the same values as the whole page."""
+    _, sent, _, worker = live
+    status, body = worker.get("/metrics?name[]=crisiswatch_posts_consumed_total")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    assert set(families) == {"crisiswatch_posts_consumed"}
+    assert sum(s.value for s in families["crisiswatch_posts_consumed"].samples
+               if s.name == "crisiswatch_posts_consumed_total") == sent  # fmt: skip
+    _, both = worker.get(
+        "/metrics?name[]=crisiswatch_open_incidents&name[]=crisiswatch_rules_loaded"
+    )
+    names = {f.name for f in text_string_to_metric_families(both.decode())}
+    assert names == {"crisiswatch_open_incidents", "crisiswatch_rules_loaded"}
+    assert 'crisiswatch_open_incidents{brand="acme"' in both.decode()
