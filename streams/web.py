@@ -9,6 +9,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import RestrictedRegistry
 
 from streams.matchloop import MatchLoop
 from streams.metrics import WorkerMetrics
@@ -41,7 +42,7 @@ def install_views(
             # faust's aiohttp driver: aiohttp's query MultiDict (a key may repeat)
             query: Any = request.query
             names = frozenset(query.getall("name[]", []))
-            registry: Any = metrics.registry
+            registry: CollectorRegistry | RestrictedRegistry = metrics.registry
             if names:
                 registry = metrics.registry.restricted_registry(names)
             if not names or names & per_brand:
@@ -61,7 +62,7 @@ def install_views(
             return self.json(state, status=200 if state["ready"] else 503)
 
 
-async def render_metrics(registry: CollectorRegistry | Any) -> bytes:
+async def render_metrics(registry: CollectorRegistry | RestrictedRegistry) -> bytes:
     """The registry in Prometheus' text format, rendered on a thread of its own.
 
     With 1,000 brands the per-brand families hold tens of thousands of samples: 60-90
