@@ -531,7 +531,7 @@ def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
 
 
 def test_a_quiet_brands_totals_move_with_each_step_not_rebuilt() -> None:
-    d = Detector(ruleset(keyword("a", min_count=3, window_ms=3_000)), lateness_ms=0, step_ms=1_000)
+    d = Detector(ruleset(keyword("a", min_count=40, window_ms=3_000)), lateness_ms=0, step_ms=1_000)
     s = d.new_state("acme")
     for n in range(5):
         d.observe(s, hit(n, 10_000 + n * 1_000, "a"))  # one hit in each of 10 s .. 14 s
