@@ -56,10 +56,6 @@ SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
 WRITE_BACK_REST_S = 0.01
 """The pause after each write-back slice."""
-BOUNDARY_WINDOW_S = 0.1
-"""How long a state write-back pauses after the match loop sends a boundary's ticks
-(``give_way_to_boundary``): about the detect agent's sweeps of the 4 partitions at
-full load, delivery included."""
 FULL_GC_S = 600.0
 """How often every object is collected (between, each write-back freezes what it kept)."""
 TRIM_HEAP_S = 30.0
@@ -303,7 +299,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         restart replays those batches over it, and the detector drops the hits it
         has already counted (by post id) as it does after any restart.
         """
-        await give_way_to_boundary()
+        await match_loop.boundary.give_way()
         buffer = app.producer.buffer
         while buffer.size:  # the previous write-back is still leaving
             await buffer.flush()
@@ -336,7 +332,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 # a write-back takes at most a third of the event loop: run in one go it
                 # was a burst (hundreds of ms every few seconds) that the posts queued behind
                 await asyncio.sleep(WRITE_BACK_REST_S)
-                await give_way_to_boundary()
+                await match_loop.boundary.give_way()
                 pause.restart()
         if unflushed.epoch != epoch:
             return
@@ -345,20 +341,6 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # the states made since the last write-back are long-lived: out of the
         # collector's way, so a full collection does not scan every brand's windows
         gc.freeze()
-
-    async def give_way_to_boundary() -> None:
-        """Wait while a boundary's ticks are on their way to the detect agent.
-
-        The agent sweeps the matches partitions one after another, and every alert of
-        the boundary waits for those sweeps; a write-back interleaving its slices (and
-        its changelog sends) made them ~40% slower (a write-back spans most of a 1 s
-        step at 1,000 brands).  It pauses until BOUNDARY_WINDOW_S after the last
-        boundary the match loop sent; one wait at most, so however short the step, a
-        write-back goes on by a slice between waits.
-        """
-        left = match_loop.boundary_sent_at + BOUNDARY_WINDOW_S - time.monotonic()
-        if left > 0:
-            await asyncio.sleep(left)
 
     @app.timer(settings.tick_interval_s)
     async def tick_when_quiet() -> None:

@@ -52,6 +52,15 @@ HITS_MAX = 5000
 """Hits waiting in the outbox that make it send at once."""
 PRODUCER_BATCH_BYTES = 256 * 1024
 """A matches record holds a whole batch's hits for one partition (tens of kilobytes)."""
+BOUNDARY_WINDOW_S = 0.1
+"""How long a state write-back keeps still after the match loop sends a boundary's ticks:
+about the detect agent's sweeps of the 4 partitions at full load, delivery included."""
+BOUNDARY_GUARD_S = 0.15
+"""How long before the next boundary's ticks are due a write-back stops: its last slice
+and its changelog sends are out of the way when they come."""
+BOUNDARY_LATE_S = 0.25
+"""How long past its due time a write-back waits for a boundary that has not come (a
+stream that slowed or stopped): then it goes on."""
 
 
 def _now_ms() -> int:
@@ -148,6 +157,71 @@ class Outbox:
         return out
 
 
+def write_back_pause(now: float, sent_at: float, step_s: float) -> tuple[float, bool]:
+    """How long a state write-back waits before its next slice, given when the match loop
+    last sent a boundary's ticks (``sent_at``, monotonic seconds): ``(seconds, for_next)``.
+
+    - Just after a boundary was sent: until ``BOUNDARY_WINDOW_S`` after it, while the detect
+      agent sweeps and alerts.
+    - From ``BOUNDARY_GUARD_S`` before the next boundary is due (one step after the last;
+      event time follows wall time on a live stream) until ``BOUNDARY_LATE_S`` after:
+      ``for_next``, the wait ends when that boundary is sent (and its window follows).
+      Only when the step is long enough for this to leave half of it to write-backs.
+    - Otherwise: no wait.
+    """
+    if now < sent_at + BOUNDARY_WINDOW_S:
+        return sent_at + BOUNDARY_WINDOW_S - now, False
+    due = sent_at + step_s
+    if step_s >= 2 * (BOUNDARY_WINDOW_S + BOUNDARY_GUARD_S) and (
+        due - BOUNDARY_GUARD_S <= now < due + BOUNDARY_LATE_S
+    ):
+        return due + BOUNDARY_LATE_S - now, True
+    return 0.0, False
+
+
+class BoundaryGate:
+    """When the match loop last sent ticks that take the watermark to a new step boundary,
+    and the state write-back's way of keeping out of the detect agent's way around them.
+
+    At a boundary the detect agent sweeps the matches partitions one after another, and
+    every alert of the step waits for those sweeps.  A write-back (a slice of 5 ms every
+    15 ms, spanning most of a 1 s step at 1,000 brands) interleaving its slices and its
+    changelog sends made the sweeps ~40% slower; pausing only after a boundary was sent
+    left the write-back running into the next one, whose alerts were then 100-200 ms late
+    now and then (BENCHMARKS.md, session 12).
+    """
+
+    def __init__(self, step_s: float) -> None:
+        self.step_s = step_s
+        self.sent_at = float("-inf")
+        """``time.monotonic()`` when the last boundary's ticks were sent."""
+        self._next = asyncio.Event()
+        """Set (and replaced) when a boundary's ticks are sent."""
+
+    def sent(self) -> None:
+        self.sent_at = time.monotonic()
+        self._next.set()
+        self._next = asyncio.Event()
+
+    async def give_way(self) -> None:
+        """Wait as ``write_back_pause`` says: at most ``BOUNDARY_GUARD_S`` +
+        ``BOUNDARY_LATE_S`` + ``BOUNDARY_WINDOW_S``, so a write-back goes on by a slice
+        between waits however the boundaries come."""
+        sent_at = self.sent_at
+        pause, for_next = write_back_pause(time.monotonic(), sent_at, self.step_s)
+        if pause <= 0:
+            return
+        if not for_next:
+            await asyncio.sleep(pause)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._next.wait(), pause)
+        if self.sent_at != sent_at:  # the boundary came: keep still while it is swept
+            left = self.sent_at + BOUNDARY_WINDOW_S - time.monotonic()
+            if left > 0:
+                await asyncio.sleep(left)
+
+
 class MatchLoop:
     """Consume posts, match, send batched hits + ticks, commit."""
 
@@ -180,9 +254,9 @@ class MatchLoop:
         self._acked: dict[TopicPartition, int] = {}
         """Offsets whose records are acknowledged, not yet committed."""
         self._last_commit = 0.0
-        self.boundary_sent_at = float("-inf")
-        """``time.monotonic()`` when ticks taking the watermark to a new step boundary were
-        last sent: the detect agent is about to sweep and alert (see ``write_back``)."""
+        self.boundary = BoundaryGate(settings.step_ms / 1000)
+        """When ticks taking the watermark to a new step boundary were last sent: the
+        detect agent is about to sweep and alert (see ``streams.app.write_back``)."""
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -288,7 +362,7 @@ class MatchLoop:
         before = self.outbox.sent_boundary_ms
         records = self.outbox.take(report, with_tick)
         if self.outbox.sent_boundary_ms != before:
-            self.boundary_sent_at = time.monotonic()
+            self.boundary.sent()
         # one producer, so a partition's records stay in order: a tick sent now
         # follows every hit sent to that partition before it, acknowledged or not
         return [await self.send_matches(q, encode_batch(hits, tick)) for q, hits in records]
