@@ -249,6 +249,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 if unflushed.epoch != epoch:
                     continue  # partitions revoked meanwhile: the next owner replays it
                 await send_alerts(out.events)
+                # the match loop holds back until this worker has swept its boundary
+                match_loop.boundary.swept(detect_stage.swept_boundary_ms())
                 for key, dead in out.dead_letters:
                     # faust's producer: flushed before the offsets are committed
                     await app.producer.send(dead_topic, key, orjson.dumps(dead), None, None, None)

@@ -233,10 +233,26 @@ class DetectStage:
         (``steps``, ``count_held``)."""
         self._gauges_due: dict[str, None] = {}
         """Brands whose per-brand gauges are behind their states (``refresh_gauges``)."""
+        self._reading: set[int] = set()
+        """Matches partitions with a tick read since the last ``forget`` (this agent's)."""
+
+    def swept_boundary_ms(self) -> int | None:
+        """The step boundary that every matches partition read since the last ``forget``
+        has been swept to (None: none read yet, or one without a watermark): the match
+        loop holds back while the detect agent is behind the boundary it sent
+        (``streams.matchloop.BoundaryGate``)."""
+        lowest: int | None = None
+        for partition in self._reading:
+            wm = self.mergers[partition].watermark_ms
+            if wm is None:
+                return None
+            lowest = wm if lowest is None else min(lowest, wm)
+        return None if lowest is None else floor_to(lowest, self.rules.current.detector.step_ms)
 
     def forget(self) -> None:
         """Drop cached state (after a rebalance the table is the truth), and the per-brand
         gauges (set again for the brands still owned as they change)."""
+        self._reading.clear()
         self.states.clear()
         self._gauges_due.clear()
         self.metrics.drop_brand_gauges()
@@ -383,6 +399,7 @@ class DetectStage:
         or after that boundary) are held for later (``steps``), the others counted
         before it; otherwise all are counted."""
         merger = self._merger(partition)
+        self._reading.add(partition)
         before = merger.watermark_ms
         wm = merger.update(tick.reports)  # counting hits never reads the merger
         held = self._held.pop(partition, None)

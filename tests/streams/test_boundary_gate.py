@@ -10,6 +10,7 @@ import pytest
 
 from streams.matchloop import (
     BOUNDARY_GUARD_S,
+    BOUNDARY_HOLD_S,
     BOUNDARY_LATE_S,
     BOUNDARY_WINDOW_S,
     BoundaryGate,
@@ -65,7 +66,7 @@ async def test_the_gate_waits_for_the_due_boundary_and_then_its_window() -> None
     waiting = asyncio.ensure_future(gate.give_way())
     await asyncio.sleep(0.03)
     assert not waiting.done()  # the boundary has not come
-    gate.sent()
+    gate.sent(10_000)
     sent = time.monotonic()
     await asyncio.sleep(BOUNDARY_WINDOW_S / 4)
     assert not waiting.done()  # it has come: its window
@@ -87,3 +88,44 @@ async def test_the_gate_gives_up_on_a_boundary_that_does_not_come() -> None:
     started = time.monotonic()
     await gate.give_way()
     assert time.monotonic() - started < BOUNDARY_WINDOW_S
+
+
+async def test_matching_holds_after_a_boundary_until_the_detect_agent_swept_it() -> None:
+    gate = BoundaryGate(1.0)
+    gate.swept(9_000)
+    gate.sent(10_000)
+    holding = asyncio.ensure_future(gate.hold_matching())
+    await asyncio.sleep(BOUNDARY_HOLD_S / 5)
+    assert not holding.done()
+    gate.swept(9_000)  # a record of another partition: not there yet
+    await asyncio.sleep(0)
+    assert not holding.done()
+    gate.swept(10_000)
+    await asyncio.wait_for(holding, BOUNDARY_HOLD_S / 2)  # at once, not at the time limit
+    # caught up: no hold
+    started = time.monotonic()
+    await gate.hold_matching()
+    assert time.monotonic() - started < BOUNDARY_HOLD_S / 2
+
+
+async def test_matching_holds_at_most_the_hold_time() -> None:
+    gate = BoundaryGate(1.0)
+    gate.swept(9_000)
+    gate.sent(10_000)
+    started = time.monotonic()
+    await asyncio.wait_for(gate.hold_matching(), 2.0)
+    held = time.monotonic() - started
+    assert BOUNDARY_HOLD_S * 0.8 <= held < 1.0
+    # the hold time after the boundary was sent is over: the next slice goes at once
+    started = time.monotonic()
+    await gate.hold_matching()
+    assert time.monotonic() - started < BOUNDARY_HOLD_S / 2
+
+
+async def test_no_hold_when_no_detect_partition_is_read_here() -> None:
+    gate = BoundaryGate(1.0)
+    gate.sent(10_000)  # this worker's detect agent reads no partition: swept_ms is None
+    assert gate.caught_up()
+    started = time.monotonic()
+    await gate.hold_matching()
+    assert time.monotonic() - started < BOUNDARY_HOLD_S / 2

@@ -451,11 +451,13 @@ def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
     def held() -> set[str]:
         return {str(row[1]) for row in detect._held.get(q, [])}
 
+    assert detect.swept_boundary_ms() is None  # no partition read yet
     # watermark -> 105 s, boundary 100 s: both hits are after it, held
     out = DetectOutput()
     for _ in detect.steps([record(0, [hit(1, 105), hit(2, 116)], 165)], out, lambda: False):
         pass
     assert (held(), counted(), out.events) == ({"p:1", "p:2"}, set(), [])
+    assert detect.swept_boundary_ms() == t0 + 100_000  # what the match loop holds for
     # boundary 110 s: p:1 is counted before the sweep (which opens the incident on it),
     # p:2 and the record's own p:3 stay held
     out = DetectOutput()
@@ -470,6 +472,17 @@ def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
     for _ in detect.steps([record(2, [], 175)], out, lambda: False):
         pass
     assert (held(), counted(), out.events) == (set(), {"p:1", "p:2", "p:3"}, [])
+    assert detect.swept_boundary_ms() == t0 + 110_000
+    # a second partition read, behind: the lowest counts; after a rebalance, none
+    other = (q + 1) % PARTS
+    behind = Tick("s1", {p: PartitionReport(t0 + 150_000, False, 0) for p in range(PARTS)})
+    out = DetectOutput()
+    rec = Record("p.matches", other, 0, None, encode_batch([], behind))
+    for _ in detect.steps([rec], out, lambda: False):
+        pass
+    assert detect.swept_boundary_ms() == t0 + 90_000
+    detect.forget()
+    assert detect.swept_boundary_ms() is None
 
 
 _GAUGES = {"crisiswatch_open_incidents", "crisiswatch_window_posts", "crisiswatch_baseline_level"}
