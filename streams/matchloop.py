@@ -184,7 +184,8 @@ def write_back_pause(now: float, sent_at: float, step_s: float) -> tuple[float, 
 
 class BoundaryGate:
     """When the match loop last sent ticks that take the watermark to a new step boundary,
-    and the state write-back's way of keeping out of the detect agent's way around them.
+    and how the state write-back (``give_way``) and the match loop (``hold_matching``)
+    keep out of the detect agent's way around them.
 
     At a boundary the detect agent sweeps the matches partitions one after another, and
     every alert of the step waits for those sweeps.  A write-back (a slice of 5 ms every
@@ -236,7 +237,9 @@ class BoundaryGate:
         The agent sweeps the partitions one after another, and a boundary's alerts were
         spread over 35-45 ms at 20,000-25,000 posts/s because a match slice (10-20 ms on a
         busy machine) ran between each of its slices.  Posts matched meanwhile only feed
-        the next boundary, a step later; the match loop catches up after the sweep.
+        the next boundary, a step later; the match loop catches up after the sweep.  With
+        several workers the agent's watermark also waits for the other workers' ticks;
+        ``BOUNDARY_HOLD_S`` bounds what that costs (a tenth of a 1 s step at most).
         """
         left = self.sent_at + BOUNDARY_HOLD_S - time.monotonic()
         if left <= 0 or self.caught_up():
@@ -302,7 +305,8 @@ class MatchLoop:
         self._last_commit = 0.0
         self.boundary = BoundaryGate(settings.step_ms / 1000)
         """When ticks taking the watermark to a new step boundary were last sent: the
-        detect agent is about to sweep and alert (see ``streams.app.write_back``)."""
+        detect agent is about to sweep and alert (the match loop holds back meanwhile, and
+        so does ``streams.app.write_back``)."""
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
