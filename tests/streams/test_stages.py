@@ -411,7 +411,9 @@ def test_a_sweep_goes_ahead_of_the_hits_it_cannot_read(rules_dir: Path) -> None:
 def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
     """A record reaching a new boundary counts, before its sweep, only the hits that
     boundary's windows read (held ones included); the others stay held through it, so
-    its alerts wait for no other counting.  A record reaching no boundary counts all."""
+    its alerts wait for no other counting.  A record reaching no boundary counts all
+    but those created at or after the next boundary, which stay held until a record
+    whose next boundary is past them."""
     brands = tmp_path / "brands"
     brands.mkdir()
     (brands / "acme.yaml").write_text(
@@ -473,6 +475,25 @@ def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
         pass
     assert (held(), counted(), out.events) == (set(), {"p:1", "p:2", "p:3"}, [])
     assert detect.swept_boundary_ms() == t0 + 110_000
+    # watermark 118 s: p:4 (121 s) is after the next boundary (120 s), no sweep before
+    # it reads p:4: held; p:5 (118 s) is counted
+    out = DetectOutput()
+    for _ in detect.steps([record(3, [hit(4, 121), hit(5, 118)], 178)], out, lambda: False):
+        pass
+    assert (held(), counted()) == ({"p:4"}, {"p:1", "p:2", "p:3", "p:5"})
+    # the same record again, the watermark unchanged: still held, nothing counted twice
+    for _ in detect.steps([record(3, [hit(4, 121)], 178)], out, lambda: False):
+        pass
+    assert (held(), counted()) == ({"p:4"}, {"p:1", "p:2", "p:3", "p:5"})
+    # boundary 120 s: its sweep cannot read p:4 either; at 125 s it is counted
+    for _ in detect.steps([record(4, [], 181)], out, lambda: False):
+        pass
+    assert held() == {"p:4"}
+    assert detect.swept_boundary_ms() == t0 + 120_000
+    for _ in detect.steps([record(5, [], 185)], out, lambda: False):
+        pass
+    assert (held(), counted()) == (set(), {"p:1", "p:2", "p:3", "p:4", "p:5"})
+    assert out.events == []  # p:1's incident stays open: the 1 m window still holds it
     # a second partition read, behind: the lowest counts; after a rebalance, none
     other = (q + 1) % PARTS
     behind = Tick("s1", {p: PartitionReport(t0 + 150_000, False, 0) for p in range(PARTS)})
