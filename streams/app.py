@@ -58,6 +58,8 @@ WRITE_BACK_REST_S = 0.01
 """The pause after each write-back slice."""
 FULL_GC_S = 600.0
 """How often every object is collected (between, each write-back freezes what it kept)."""
+FULL_GC_THRESHOLD = 1_000_000_000
+"""Generation-1 collections before an automatic full one: never (``no_automatic_full_gc``)."""
 TRIM_HEAP_S = 30.0
 """How often the worker returns the C heap's free pages to the system."""
 ROCKSDB_OPTIONS = {
@@ -214,6 +216,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     @app.task
     async def freeze_heap() -> None:
         freeze_long_lived()
+        no_automatic_full_gc()
         # faust's conductor holds every stream back while more than `max_messages`
         # records wait in the producer buffer: a state write-back (hundreds of records)
         # stalled the detect stream, and the alerts in it, until most of it had left.
@@ -417,6 +420,21 @@ def freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def no_automatic_full_gc() -> None:
+    """Leave full (generation 2) collections to the ``FULL_GC_S`` timer; the young
+    generations are collected as before.
+
+    Between two state write-backs (each freezes what the worker kept) the objects that
+    outlive two young collections reach generation 2, and CPython collected it every
+    few seconds: 24-84 ms pauses of the event loop at 24,500 posts/s, six or seven in
+    40 s, none of which found anything to free (BENCHMARKS.md, session 13).  A cycle
+    that becomes garbage only after reaching generation 2 now waits for the next full
+    collection, at most ``FULL_GC_S``.
+    """
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_GC_THRESHOLD)
 
 
 def release_free_heap() -> bool:

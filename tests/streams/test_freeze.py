@@ -1,11 +1,12 @@
-"""``freeze_long_lived``: start-up objects leave the collector's reach; new cycles do not."""
+"""``freeze_long_lived``: start-up objects leave the collector's reach; new cycles do not.
+``no_automatic_full_gc``: full collections only when asked for; young cycles as before."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from streams.app import freeze_long_lived
+from streams.app import FULL_GC_THRESHOLD, freeze_long_lived, no_automatic_full_gc
 
 
 class _Node:
@@ -27,3 +28,32 @@ def test_objects_alive_at_freeze_are_frozen_and_later_cycles_are_still_collected
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def _full_collections_while_objects_pile_up() -> int:
+    """Full collections CPython runs on its own while 300,000 objects outlive the young
+    generations (as brand states between two write-backs do)."""
+    before = gc.get_stats()[2]["collections"]
+    kept = [[i] for i in range(300_000)]
+    del kept
+    return gc.get_stats()[2]["collections"] - before
+
+
+def test_full_collections_wait_for_the_timer_and_young_cycles_are_still_collected() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)  # CPython's defaults
+        assert _full_collections_while_objects_pile_up() > 0  # what the worker paused for
+        no_automatic_full_gc()
+        assert gc.get_threshold() == (700, 10, FULL_GC_THRESHOLD)
+        assert _full_collections_while_objects_pile_up() == 0
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a
+        ref = weakref.ref(a)
+        del a, b
+        for _ in range(4):  # a few young collections' worth of allocations
+            kept = [[i] for i in range(5_000)]
+            del kept
+        assert ref() is None  # a young cycle: collected unasked, as before
+    finally:
+        gc.set_threshold(*before)
