@@ -40,7 +40,8 @@ def test_a_tick_is_due_only_when_what_the_detector_acts_on_changes() -> None:
 
 
 def test_the_sent_boundary_moves_only_when_the_lowest_partition_crosses_one() -> None:
-    """What the state write-back gives way to (``streams.app.give_way_to_boundary``)."""
+    """What the state write-back and the match loop keep out of the way of
+    (``streams.matchloop.BoundaryGate``)."""
     box = outbox()
     assert box.sent_boundary_ms is None
     box.take(report({p: 10_600 for p in range(PARTS)}), with_tick=True)
