@@ -54,8 +54,10 @@ STATE_BUFFER_MAX = 1_000_000
 PRODUCER_BATCH_BYTES = 512 * 1024
 SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
-WRITE_BACK_REST_S = 0.01
-"""The pause after each write-back slice."""
+WRITE_BACK_REST_S = 0.03
+"""The pause after each write-back slice: a write-back takes at most a seventh of the
+event loop (a third with 10 ms, and at 24,500 posts/s the match loop fell behind for
+as long as one ran: BENCHMARKS.md, session 13)."""
 FULL_GC_S = 600.0
 """How often every object is collected (between, each write-back freezes what it kept)."""
 FULL_GC_THRESHOLD = 1_000_000_000
@@ -334,7 +336,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 _current_event.reset(token)
             detect_stage.written(brand)
             if pause():
-                # a write-back takes at most a third of the event loop: run in one go it
+                # a write-back takes at most a seventh of the event loop: run in one go it
                 # was a burst (hundreds of ms every few seconds) that the posts queued behind
                 await asyncio.sleep(WRITE_BACK_REST_S)
                 await match_loop.boundary.give_way()
