@@ -296,7 +296,16 @@ def test_pipeline_panels_show_the_replay(live: Any) -> None:
     assert any(t.endswith(".matches") for t in lag_topics), lag_topics
     assert not any("changelog" in t for t in lag_topics), lag_topics
     # the deliberate late post, plus every hit of the re-sent batch: a copy is "late" when
-    # its window was already evaluated, a "duplicate" when still open; never counted again
+    # its window was already evaluated, a "duplicate" when still open; never counted again.
+    # The detector counts a hit created after the next boundary once a sweep could read it,
+    # or at its next state write-back (every 5 s): the last ones come a few seconds later
+    repeats = "sum(crisiswatch_late_hits_total) + sum(crisiswatch_duplicate_hits_total)"
+    _wait(
+        "the re-sent hits counted as late or duplicate",
+        lambda: _value(prom, repeats) >= 1 + resent_hits,
+        20,
+        prom.log_tail,
+    )
     late = _value(prom, "sum(crisiswatch_late_hits_total)")
     duplicates = _value(prom, "sum(crisiswatch_duplicate_hits_total)")
     assert late >= 1
