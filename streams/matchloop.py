@@ -188,8 +188,8 @@ class BoundaryGate:
     keep out of the detect agent's way around them.
 
     At a boundary the detect agent sweeps the matches partitions one after another, and
-    every alert of the step waits for those sweeps.  A write-back (a slice of 5 ms every
-    15 ms, spanning most of a 1 s step at 1,000 brands) interleaving its slices and its
+    every alert of the step waits for those sweeps.  A write-back (then a slice of 5 ms
+    every 15 ms, spanning most of a 1 s step at 1,000 brands) interleaving its slices and its
     changelog sends made the sweeps ~40% slower; pausing only after a boundary was sent
     left the write-back running into the next one, whose alerts were then 100-200 ms late
     now and then (BENCHMARKS.md, session 12).

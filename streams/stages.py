@@ -416,8 +416,8 @@ class DetectStage:
         step = self.rules.current.detector.step_ms
         target = floor_to(wm, step)
         crossing = before is None or floor_to(before, step) != target
-        # a sweep reads the hits created before its boundary: the next one, this
-        # record's own, cannot read those created at or after it
+        # a sweep at boundary T reads the hits created before T: hold those the next
+        # sweep cannot read (this record's own when it crosses, else the one a step on)
         hold_from = target if crossing else target + step
         later: list[Hit | HitRow] = []
         for hit in hits:
