@@ -567,3 +567,48 @@ def test_a_rebalance_drops_the_per_brand_gauges(rules_dir: Path) -> None:
     assert _gauge_samples(metrics) == {}
     detect.process(records[half:])  # still the owner: set again as the brands change
     assert _gauge_samples(metrics)
+
+
+def test_partition_for_is_kafkas_partitioner_however_often_asked() -> None:
+    """The cached partitioner gives murmur2's partition (the Java client's, pinned by
+    known values) on the first call and on every repeat, for more keys than it caches."""
+    from aiokafka.partitioner import murmur2
+
+    # the Java client's DefaultPartitioner: toPositive(murmur2(key)) % n
+    assert [partition_for(k, 4) for k in ("acme", "globex", "brand0001")] == [
+        (murmur2(k.encode()) & 0x7FFFFFFF) % 4 for k in ("acme", "globex", "brand0001")
+    ]
+    keys = [f"k{i}" for i in range(40_000)]  # more than the cache holds
+    want = [(murmur2(k.encode()) & 0x7FFFFFFF) % 7 for k in keys]
+    for _ in range(2):
+        assert [partition_for(k, 7) for k in keys] == want
+    assert [partition_for(k, 3) for k in keys[:100]] == [
+        (murmur2(k.encode()) & 0x7FFFFFFF) % 3 for k in keys[:100]
+    ]
+    info = partition_for.cache_info()
+    assert info.maxsize is not None and info.currsize <= info.maxsize
+
+
+def test_commit_event_times_keeps_each_partitions_newest(rules_dir: Path) -> None:
+    """Committing a slice's event times at once leaves the clock as observing every
+    post in turn would: per partition the newest event time, and all of them active."""
+    import random
+
+    from rules.watermark import PartitionClock
+
+    _, _, match, _, _ = make(rules_dir)
+    rng = random.Random(3)
+    times = [(rng.choice([0, 0, 0, 1, 2]), rng.randrange(10_000)) for _ in range(500)]
+    times += [(3, 5)]
+    match.clock.assign({0, 1, 2, 3}, now_ms=0)
+    match.commit_event_times(times)
+    each = PartitionClock(1_000)
+    each.assign({0, 1, 2, 3}, now_ms=0)
+    for p, ts in times:
+        each.observe(p, ts, 1_000)
+    assert match.clock.report(1_500) == each.report(1_500)
+    newest = {p: max(ts for q, ts in times if q == p) for p in range(4)}
+    assert {p: r.max_event_ms for p, r in match.clock.report(1_500).items()} == newest
+    # an older time later leaves a partition's newest as it was
+    match.commit_event_times([(1, 0), (1, 1)])
+    assert match.clock.report(1_500)[1].max_event_ms == newest[1]
