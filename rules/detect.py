@@ -349,6 +349,10 @@ class Detector:
         first_hit = state.first_hit_ms
         quiet = state.cache.get("quiet")
         totals = quiet[2] if quiet is not None and quiet[0] == lo and quiet[1] is plan else None
+        run = state.cache.get("run")
+        running = run[1] if run is not None and run[0] == lo else None
+        if running is not None and len(running) != len(plan.rules):
+            running = None
         found: int | None = None
         for i, rp in enumerate(plan.rules):
             s = state.series.get(rp.series)
@@ -361,6 +365,18 @@ class Detector:
             end = hi if found is None else found - step
             if end <= start:
                 continue
+            if (
+                running is not None
+                and start == lo
+                and lo + step <= end
+                and running[i] - s.counts.get(lo - rp.window_ms, 0) >= rp.min_count
+            ):
+                # the window count at ``lo`` (advance's running counts, of buckets that
+                # no longer change) less the bucket leaving the window at ``lo + step``
+                # is a lower bound there: the earliest boundary of all is reached.  A
+                # busy rule (a velocity rule past its warm-up, at every step) took two
+                # window sums and a bucket sweep here, half of a boundary's sweep
+                return lo + step
             if totals is not None:
                 # _quiet's totals at ``lo`` bound the span's count from above (all the
                 # buckets from ``lo + step - window`` on): a sum over the span only when

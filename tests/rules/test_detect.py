@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -542,3 +543,120 @@ def test_a_quiet_brands_totals_move_with_each_step_not_rebuilt() -> None:
     # moved, not dropped: the 12 s bucket left the window [13 s, ...)
     assert s.cache["quiet"][0] == 16_000
     assert s.cache["quiet"][2] == [2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 2_500), st.sampled_from(["a", "b", ""])),
+        min_size=1,
+        max_size=90,
+    )
+)
+def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
+    ops: list[tuple[int, int, str]],
+) -> None:
+    """``_next_candidate`` at the boundary of ``advance``'s running counts answers the
+    next step at once when a rule's count there, less the bucket leaving its window,
+    reaches the minimum.  After any mix of hits (late ones too), advances and tidies, its
+    answer for any horizon, ``next_due_ms`` and every event equal those of a state whose
+    running counts are dropped before each call (which sweeps the buckets)."""
+    d = Detector(
+        ruleset(
+            keyword("a", min_count=2, window_ms=3_000),
+            keyword("b", min_count=4, window_ms=6_000, resolve_after_ms=2_000),
+            velocity("v", window_ms=4_000, baseline_ms=12_000, min_count=3, warmup_ms=3_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    plan = d._plans["acme"]
+    s, bare = d.new_state("acme"), d.new_state("acme")
+    now = 10_000
+    n = 0
+    for kind, dt, rule in ops:
+        bare.cache.pop("run", None)
+        if kind < 3:  # a hit, maybe late (then not counted)
+            n += 1
+            made = [hit(n, now - 500 + dt, *([rule] if rule else [])) for _ in range(2)]
+            assert d.observe(s, made[0]) == d.observe(bare, made[1])
+        elif kind < 5:  # one step or a jump past every window
+            now += 1_000 if dt < 2_200 else 9_000 + dt
+            events = d.advance(s, now, tidy=dt % 2 == 0)
+            assert events == d.advance(bare, now, tidy=dt % 2 == 0)
+        else:
+            assert d.next_due_ms(s) == d.next_due_ms(bare)
+        lo = s.last_boundary_ms
+        if lo is not None and s.first_hit_ms is not None:
+            for hi in (lo + 1_000, lo + 3_000, lo + 20_000):
+                bare.cache.pop("run", None)
+                got = d._next_candidate(s, plan, lo, hi)
+                assert got == d._next_candidate(bare, plan, lo, hi)
+
+    def open_(st: object) -> dict[str, tuple[str, str, int | None]]:
+        return {
+            k: (i.incident_id, i.severity, i.false_since_ms)
+            for k, i in st.incidents.items()  # type: ignore[attr-defined]
+        }
+
+    assert open_(s) == open_(bare)
+
+
+def test_a_busy_rule_is_due_at_the_next_step_without_a_bucket_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its warm-up a velocity rule of a busy brand reaches its minimum at every
+    step: ``next_due_ms`` answers from the running counts (a window of 600 buckets was
+    summed twice and swept once per step and brand)."""
+    import rules.detect
+
+    d = Detector(
+        ruleset(velocity("v", window_ms=60_000, baseline_ms=600_000, min_count=20)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    for n in range(1_500):  # one a second: a window of 60, its baseline level 60
+        d.observe(s, hit(n, n * 1_000))
+    d.advance(s, 1_500_000, tidy=False)  # as the worker's sweep: tidied at write-back
+    assert s.incidents == {}  # the ratio is 1
+    assert s.cache["run"][0] == 1_500_000
+    swept: list[int] = []
+    real = rules.detect._first_reaching
+
+    def counted(*args: object, **kwargs: object) -> int | None:
+        swept.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rules.detect, "_first_reaching", counted)
+    assert d.next_due_ms(s) == 1_501_000
+    assert swept == []  # answered from the running counts
+    s.cache.pop("run")
+    assert d.next_due_ms(s) == 1_501_000
+    assert swept == [1]
+
+
+def test_running_counts_answer_only_for_their_own_boundary_and_past_warm_up() -> None:
+    """The running counts bound the next step's window only at the boundary they were
+    counted at, and a rule still in its warm-up is never due before the warm-up ends."""
+    d = Detector(
+        ruleset(
+            keyword("a", min_count=1, window_ms=1_000),
+            velocity("v", window_ms=10 * MIN, min_count=3, warmup_ms=30_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    plan = d._plans["acme"]
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 10_000, "a"))
+    for n in range(1, 6):
+        d.observe(s, hit(n, 10_000 + n * 100))
+    assert _types(d.advance(s, 11_000, tidy=False)) == [(OPENED, 11_000, "high")]
+    run_at, counts = s.cache["run"]
+    assert (run_at, counts) == (11_000, [1, 6])
+    # rule a leaves its 1 s window at 12 s; v has 6 (>= 3) but its warm-up ends at 40 s
+    assert d._next_candidate(s, plan, 11_000, 100_000) == 40_000
+    # counts of another boundary (here as if kept from 11 s at 20 s) are not used
+    s.cache["run"] = (11_000, [5, 6])
+    assert d._next_candidate(s, plan, 20_000, 25_000) is None
