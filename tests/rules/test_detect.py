@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.detect import Detector, dump_state
+from rules.detect import BrandState, Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
 from rules.model import EscalateStep
 from tests.rules.detect_support import MIN, hit, keyword, post, ruleset, velocity
@@ -487,14 +489,48 @@ def _fresh_quiet_totals(d: Detector, s: object) -> list[int] | None:
     return totals
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 4), st.integers(0, 2_500), st.sampled_from(["a", "b", ""])),
+def _ops(kinds: int, max_size: int) -> st.SearchStrategy[list[tuple[int, int, str]]]:
+    """``_lockstep``'s operations: (kind, a time offset, a rule id or none)."""
+    return st.lists(
+        st.tuples(st.integers(0, kinds), st.integers(0, 2_500), st.sampled_from(["a", "b", ""])),
         min_size=1,
-        max_size=80,
+        max_size=max_size,
     )
-)
+
+
+def _lockstep(
+    d: Detector,
+    ops: list[tuple[int, int, str]],
+    cache_key: str,
+    hits: int,
+    check: Callable[[BrandState, BrandState], None],
+) -> tuple[BrandState, BrandState]:
+    """Run ``ops`` on two states of one detector: ``s`` keeps its ``cache_key`` cache,
+    ``bare`` has it dropped before every call.  An op ``(kind, dt, rule)`` is a hit
+    (``kind < hits``; maybe late, then not counted), an advance by one step or a jump past
+    every window (``kind < hits + 2``; tidied or not), or else ``next_due_ms``; every
+    answer must be the same.  ``check(s, bare)`` runs after each op."""
+    s, bare = d.new_state("acme"), d.new_state("acme")
+    now = 10_000
+    n = 0
+    for kind, dt, rule in ops:
+        bare.cache.pop(cache_key, None)
+        if kind < hits:
+            n += 1
+            made = [hit(n, now - 500 + dt, *([rule] if rule else [])) for _ in range(2)]
+            assert d.observe(s, made[0]) == d.observe(bare, made[1])
+        elif kind < hits + 2:
+            now += 1_000 if dt < 2_200 else 9_000 + dt
+            events = d.advance(s, now, tidy=dt % 2 == 0)
+            assert events == d.advance(bare, now, tidy=dt % 2 == 0)
+        else:  # builds the quiet totals at the last boundary (if no incident is open)
+            assert d.next_due_ms(s) == d.next_due_ms(bare)
+        check(s, bare)
+    return s, bare
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops(4, 80))
 def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
     ops: list[tuple[int, int, str]],
 ) -> None:
@@ -512,23 +548,12 @@ def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
         lateness_ms=0,
         step_ms=1_000,
     )
-    s, bare = d.new_state("acme"), d.new_state("acme")
-    now = 10_000
-    n = 0
-    for kind, dt, rule in ops:
-        bare.cache.pop("quiet", None)
-        if kind < 2:  # a hit, maybe late (then not counted)
-            n += 1
-            made = [hit(n, now - 500 + dt, *([rule] if rule else [])) for _ in range(2)]
-            assert d.observe(s, made[0]) == d.observe(bare, made[1])
-        elif kind < 4:  # one step or a jump past every window
-            now += 1_000 if dt < 2_200 else 9_000 + dt
-            events = d.advance(s, now, tidy=dt % 2 == 0)
-            assert events == d.advance(bare, now, tidy=dt % 2 == 0)
-        else:  # builds the totals at the last boundary (if no incident is open)
-            assert d.next_due_ms(s) == d.next_due_ms(bare)
+
+    def check(s: BrandState, bare: BrandState) -> None:
         assert s.cache.get("quiet") is None or s.cache["quiet"][0] == s.last_boundary_ms
         assert s.cache.get("quiet", (None, None, None))[2] == _fresh_quiet_totals(d, s)
+
+    _lockstep(d, ops, "quiet", 2, check)
 
 
 def test_a_quiet_brands_totals_move_with_each_step_not_rebuilt() -> None:
@@ -546,13 +571,7 @@ def test_a_quiet_brands_totals_move_with_each_step_not_rebuilt() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(0, 5), st.integers(0, 2_500), st.sampled_from(["a", "b", ""])),
-        min_size=1,
-        max_size=90,
-    )
-)
+@given(_ops(5, 90))
 def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
     ops: list[tuple[int, int, str]],
 ) -> None:
@@ -571,21 +590,8 @@ def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
         step_ms=1_000,
     )
     plan = d._plans["acme"]
-    s, bare = d.new_state("acme"), d.new_state("acme")
-    now = 10_000
-    n = 0
-    for kind, dt, rule in ops:
-        bare.cache.pop("run", None)
-        if kind < 3:  # a hit, maybe late (then not counted)
-            n += 1
-            made = [hit(n, now - 500 + dt, *([rule] if rule else [])) for _ in range(2)]
-            assert d.observe(s, made[0]) == d.observe(bare, made[1])
-        elif kind < 5:  # one step or a jump past every window
-            now += 1_000 if dt < 2_200 else 9_000 + dt
-            events = d.advance(s, now, tidy=dt % 2 == 0)
-            assert events == d.advance(bare, now, tidy=dt % 2 == 0)
-        else:
-            assert d.next_due_ms(s) == d.next_due_ms(bare)
+
+    def check(s: BrandState, bare: BrandState) -> None:
         lo = s.last_boundary_ms
         if lo is not None and s.first_hit_ms is not None:
             for hi in (lo + 1_000, lo + 3_000, lo + 20_000):
@@ -593,11 +599,10 @@ def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
                 got = d._next_candidate(s, plan, lo, hi)
                 assert got == d._next_candidate(bare, plan, lo, hi)
 
-    def open_(st: object) -> dict[str, tuple[str, str, int | None]]:
-        return {
-            k: (i.incident_id, i.severity, i.false_since_ms)
-            for k, i in st.incidents.items()  # type: ignore[attr-defined]
-        }
+    s, bare = _lockstep(d, ops, "run", 3, check)
+
+    def open_(st: BrandState) -> dict[str, tuple[str, str, int | None]]:
+        return {k: (i.incident_id, i.severity, i.false_since_ms) for k, i in st.incidents.items()}
 
     assert open_(s) == open_(bare)
 
