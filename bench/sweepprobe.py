@@ -1,0 +1,153 @@
+"""Sweep probe: what the worker's detect stage costs per boundary, offline, over time.
+
+    .venv/bin/python bench/sweepprobe.py [--rate 24500] [--seconds 300] [--surge 1m,6m,3m]
+
+The worker benchmark's load (``bench/worker_load.py``: 1,000 brands, each with two
+keyword rules, a velocity rule and the alarm rule) through ``MatchStage`` and
+``DetectStage`` in this process, without Kafka: every 100 ms of event time a batch of
+posts is matched and each matches partition gets one record (its hits and a tick), as
+the match loop sends them.  Every ``--every`` seconds of event time it prints the mean
+time of a boundary record (one that moves its partition's watermark to a new step
+boundary: the sweep of its ~250 brands) and of the other records (counting hits).
+
+The benchmark's velocity rule has a 30-minute warm-up, which a run of minutes never
+leaves.  ``--surge WINDOW,BASELINE,WARMUP`` rewrites that rule (e.g. ``1m,6m,3m``) so a
+run of minutes gets past the warm-up and fills the baseline, as every busy brand of a
+production worker is (BENCHMARKS.md, session 14).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from prometheus_client import CollectorRegistry
+from worker_load import (
+    ALARM_BRANDS,
+    ALARM_EVERY_S,
+    LATENESS_MS,
+    PARTITIONS,
+    STEP_MS,
+    post_bytes,
+    post_text,
+    write_brands,
+)
+
+from rules.watermark import PartitionReport
+from rules.windows import floor_to
+from streams.codecs import Tick, encode_batch
+from streams.metrics import WorkerMetrics
+from streams.rulesource import RuleHolder
+from streams.stages import DetectOutput, DetectStage, MatchStage, Record, partition_for
+
+CHUNK_MS = 100
+"""Event time per match batch (the match loop flushes hits every 100 ms)."""
+START_MS = 1_795_800_000_000
+
+
+def rewrite_surge(directory: Path, spec: str) -> None:
+    """Give every brand's velocity rule ``WINDOW,BASELINE,WARMUP`` (e.g. ``1m,6m,3m``)."""
+    window, baseline, warmup = spec.split(",")
+    for path in directory.glob("*.yaml"):
+        head, surge = path.read_text().split("  - id: surge", 1)
+        surge = (
+            surge.replace("window: 10m", f"window: {window}")
+            .replace("baseline: 1h", f"baseline: {baseline}")
+            .replace("warmup: 30m", f"warmup: {warmup}")
+        )
+        path.write_text(f"{head}  - id: surge{surge}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=24_500, help="posts per second of event time")
+    parser.add_argument("--seconds", type=int, default=300, help="event time to run")
+    parser.add_argument("--every", type=int, default=60, help="report every this many seconds")
+    parser.add_argument("--brands", type=int, default=1000)
+    parser.add_argument("--surge", help="the velocity rule's WINDOW,BASELINE,WARMUP")
+    args = parser.parse_args()
+    brands = Path(tempfile.mkdtemp(prefix="sweepprobe-")) / "brands"
+    write_brands(brands, args.brands)
+    if args.surge:
+        rewrite_surge(brands, args.surge)
+    clock = [START_MS]
+    metrics = WorkerMetrics(CollectorRegistry())
+    rules = RuleHolder(brands, metrics, lateness_ms=LATENESS_MS, step_ms=STEP_MS)
+    match = MatchStage(rules, metrics, idle_after_ms=5_000, now_ms=lambda: clock[0])
+    detect = DetectStage(
+        rules, metrics, partitions=PARTITIONS, load=lambda _key: None, now_ms=lambda: clock[0]
+    )
+    rng = random.Random(5)
+    pool = [post_text(rng, args.brands) for _ in range(20_000)]
+    per_chunk = args.rate * CHUNK_MS // 1000
+    offsets = [0] * PARTITIONS
+    newest: list[int | None] = [None] * PARTITIONS
+    n = alarms = alerts = 0
+    # per report interval: [boundary seconds, boundary records, other seconds, other records]
+    spent = [0.0, 0, 0.0, 0]
+    print(f"{args.brands} brands, {args.rate:,} posts/s, surge rule {args.surge or 'as is'}")
+    for chunk in range(args.seconds * 1000 // CHUNK_MS):
+        t0 = START_MS + chunk * CHUNK_MS
+        clock[0] = t0 + CHUNK_MS
+        records = []
+        for j in range(per_chunk):
+            ts = t0 + j * CHUNK_MS // per_chunk
+            if ts - START_MS >= alarms * ALARM_EVERY_S * 1000:  # as the benchmark's alarms
+                text = post_text(rng, args.brands, f"brand{alarms % ALARM_BRANDS:04d} alarmtest")
+                alarms += 1
+            else:
+                text = pool[n % len(pool)]
+            p = n % PARTITIONS
+            value = post_bytes(n, text, ts, ts, rng)
+            records.append(
+                Record(topic="posts", partition=p, offset=offsets[p], key=None, value=value)
+            )
+            offsets[p] += 1
+            newest[p] = ts
+            n += 1
+        out = match.process(records)
+        hits: list[list] = [[] for _ in range(PARTITIONS)]
+        for h in out.hits:
+            hits[partition_for(h.brand, PARTITIONS)].append(h)
+        reports = {p: PartitionReport(newest[p], False, clock[0]) for p in range(PARTITIONS)}
+        tick = Tick("probe", reports)
+        for p in range(PARTITIONS):
+            merger = detect.mergers.get(p)
+            before = None if merger is None else merger.watermark_ms
+            rec = Record("matches", p, chunk, None, encode_batch(hits[p], tick))
+            got = DetectOutput()
+            started = time.perf_counter()
+            for _ in detect.steps((rec,), got, lambda: False):
+                pass
+            took = time.perf_counter() - started
+            alerts += len(got.events)
+            after = detect.mergers[p].watermark_ms
+            crossed = after is not None and (
+                before is None or floor_to(after, STEP_MS) != floor_to(before, STEP_MS)
+            )
+            spent[0 if crossed else 2] += took
+            spent[1 if crossed else 3] += 1
+        if (chunk + 1) % (args.every * 1000 // CHUNK_MS) == 0:
+            t = (chunk + 1) * CHUNK_MS // 1000
+            boundary = spent[0] / max(1, spent[1]) * 1000
+            other = spent[2] / max(1, spent[3]) * 1000
+            print(
+                f"to {t:4d} s: boundary record {boundary:6.2f} ms ({spent[1]}), "
+                f"other record {other:5.2f} ms ({spent[3]}), "
+                f"detect {(spent[0] + spent[2]) / args.every * 1000:6.1f} ms per second",
+                flush=True,
+            )
+            spent = [0.0, 0, 0.0, 0]
+    print(f"{n:,} posts, {alerts:,} alerts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
