@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prometheus_client import CollectorRegistry
 from worker_load import (
-    ALARM_BRANDS,
     ALARM_EVERY_S,
     LATENESS_MS,
     PARTITIONS,
     STEP_MS,
+    alarm_text,
     post_bytes,
     post_text,
     write_brands,
@@ -100,7 +100,7 @@ def main() -> int:
         for j in range(per_chunk):
             ts = t0 + j * CHUNK_MS // per_chunk
             if ts - START_MS >= alarms * ALARM_EVERY_S * 1000:  # as the benchmark's alarms
-                text = post_text(rng, args.brands, f"brand{alarms % ALARM_BRANDS:04d} alarmtest")
+                text = post_text(rng, args.brands, alarm_text(alarms))
                 alarms += 1
             else:
                 text = pool[n % len(pool)]

@@ -74,6 +74,12 @@ def post_text(rng: random.Random, n_brands: int, extra: str | None = None) -> st
     return ("" if zh else " ").join(parts)
 
 
+def alarm_text(n: int) -> str:
+    """What the ``n``-th alarm post adds: one of ``ALARM_BRANDS`` brands, in turn, and the
+    alarm rule's term (opens that brand's incident at the next boundary)."""
+    return f"brand{n % ALARM_BRANDS:04d} alarmtest"
+
+
 def post_bytes(
     i: int, text: str, created_ms: int, ingested_ms: int | None, rng: random.Random
 ) -> bytes:
@@ -203,7 +209,7 @@ async def produce_at_rate(
                     q = parts[j]
                     if elapsed >= next_alarm:
                         next_alarm += ALARM_EVERY_S
-                        extra = f"brand{brand_cycle % ALARM_BRANDS:04d} alarmtest"
+                        extra = alarm_text(brand_cycle)
                         brand_cycle += 1
                         run.alarms += 1
                         value = post_bytes(offset + j, extra, now_ms, now_ms, rng)
