@@ -37,6 +37,7 @@ from rules.windows import (
     DAY_MS,
     HIST_MS,
     TILE_MS,
+    AuthorsCache,
     Sample,
     Series,
     floor_to,
@@ -669,9 +670,15 @@ class Detector:
         # ``now_ms - window`` on (see _counts): still valid.  From an earlier boundary
         # they may subtract a bucket just dropped: rebuilt on demand
         if pruned:
-            run = state.cache.get("run")
+            cache = state.cache
+            run = cache.get("run")
             if run is not None and run[0] != now_ms:
-                del state.cache["run"]
+                del cache["run"]
+            # a window's authors moved on from a bucket just dropped cannot subtract it;
+            # a brand whose window is not read any more thus frees them too
+            for key in [k for k, v in cache.items() if type(v) is AuthorsCache]:
+                if cache[key].lo_ms < step_before:
+                    del cache[key]
         if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
             return
         tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS

@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from rules.baseline import SENSITIVITY_K, adaptive_threshold, adaptive_tiles, mean_level
 from rules.model import Brand, KeywordRule, Rule
 from rules.state import BrandState
-from rules.windows import DAY_MS, HIST_MS, TILE_MS, Series, ceil_steps, floor_to, range_sum
+from rules.windows import (
+    DAY_MS,
+    HIST_MS,
+    TILE_MS,
+    AuthorsCache,
+    Series,
+    ceil_steps,
+    floor_to,
+    range_sum,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +148,15 @@ class WindowFigures:
     def authors(self) -> int:
         if self._authors is None:
             s = self.series
-            self._authors = s.window_authors(self.start_ms, self.end_ms) if s else 0
+            if s is None:
+                self._authors = 0
+            else:
+                # moved on from this rule's window at its last evaluation (see Series.authors_moved)
+                key = (self.rp.series, "authors", self.rp.window_ms)
+                cached = self.state.cache.get(key)
+                self._authors, self.state.cache[key] = s.authors_moved(
+                    self.start_ms, self.end_ms, cached if isinstance(cached, AuthorsCache) else None
+                )
         return self._authors
 
     def reach(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rules.detect import BrandState, Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
 from rules.model import EscalateStep
+from rules.windows import AuthorsCache
 from tests.rules.detect_support import MIN, hit, keyword, post, ruleset, velocity
 
 
@@ -501,15 +502,17 @@ def _ops(kinds: int, max_size: int) -> st.SearchStrategy[list[tuple[int, int, st
 def _lockstep(
     d: Detector,
     ops: list[tuple[int, int, str]],
-    cache_key: str,
+    cache_key: Hashable,
     hits: int,
     check: Callable[[BrandState, BrandState], None],
+    authors: int = 0,
 ) -> tuple[BrandState, BrandState]:
     """Run ``ops`` on two states of one detector: ``s`` keeps its ``cache_key`` cache,
     ``bare`` has it dropped before every call.  An op ``(kind, dt, rule)`` is a hit
     (``kind < hits``; maybe late, then not counted), an advance by one step or a jump past
     every window (``kind < hits + 2``; tidied or not), or else ``next_due_ms``; every
-    answer must be the same.  ``check(s, bare)`` runs after each op."""
+    answer must be the same.  ``check(s, bare)`` runs after each op.  Each hit has an
+    author of its own, or one of ``authors`` when that is given."""
     s, bare = d.new_state("acme"), d.new_state("acme")
     now = 10_000
     n = 0
@@ -517,7 +520,8 @@ def _lockstep(
         bare.cache.pop(cache_key, None)
         if kind < hits:
             n += 1
-            made = [hit(n, now - 500 + dt, *([rule] if rule else [])) for _ in range(2)]
+            who = f"a{(n * 7 + dt) % authors}" if authors else None
+            made = [hit(n, now - 500 + dt, *([rule] if rule else []), author=who) for _ in range(2)]
             assert d.observe(s, made[0]) == d.observe(bare, made[1])
         elif kind < hits + 2:
             now += 1_000 if dt < 2_200 else 9_000 + dt
@@ -554,6 +558,70 @@ def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
         assert s.cache.get("quiet", (None, None, None))[2] == _fresh_quiet_totals(d, s)
 
     _lockstep(d, ops, "quiet", 2, check)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ops(4, 90))
+def test_window_authors_moved_by_each_step_equal_authors_counted_afresh(
+    ops: list[tuple[int, int, str]],
+) -> None:
+    """A velocity rule whose ratio holds reads its window's distinct authors at every
+    step; they are moved on from the last step's (``Series.authors_moved``).  After any
+    mix of hits (from a few authors, late ones too), advances by one step or many, and
+    tidies (which prune buckets), a kept cache holds exactly its window's authors, and
+    every decision and event (its ``unique_authors``) equals that of a state whose
+    cache is dropped before each call."""
+    d = Detector(
+        ruleset(
+            velocity("v", window_ms=4_000, baseline_ms=8_000, ratio=1.0, min_count=2,
+                     min_authors=3, warmup_ms=0, resolve_after_ms=0,
+                     escalate=(EscalateStep(severity="high", authors=5),)),
+            keyword("a", min_count=2, window_ms=6_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    key = ("mentions", "authors", 4_000)
+
+    def check(s: BrandState, bare: BrandState) -> None:
+        cache = s.cache.get(key)
+        if cache is not None:
+            assert isinstance(cache, AuthorsCache)
+            series = s.series["mentions"]
+            fresh: dict[str, int] = {}
+            for k in series.window_keys(cache.lo_ms, cache.hi_ms):
+                for author in series._authors(k):
+                    fresh[author] = fresh.get(author, 0) + 1
+            assert cache.counts == fresh
+
+    s, bare = _lockstep(d, ops, key, 2, check, authors=6)
+    assert {k: (i.incident_id, i.severity) for k, i in s.incidents.items()} == {
+        k: (i.incident_id, i.severity) for k, i in bare.incidents.items()
+    }
+
+
+def test_a_surging_brands_authors_move_with_each_step_not_recounted() -> None:
+    d = Detector(
+        ruleset(velocity("v", window_ms=3_000, baseline_ms=6_000, ratio=1.0, min_count=1,
+                         min_authors=2, warmup_ms=0)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    s = d.new_state("acme")
+    for n in range(6):  # authors x, y, x, y, z, z: one hit in each of 10 s .. 15 s
+        d.observe(s, hit(n, 10_000 + n * 1_000, author="xyxyzz"[n]))
+    d.advance(s, 15_000, tidy=False)
+    cache = s.cache[("mentions", "authors", 3_000)]
+    assert (cache.lo_ms, cache.hi_ms) == (12_000, 15_000)
+    assert cache.counts == {"test:x": 1, "test:y": 1, "test:z": 1}
+    d.advance(s, 16_000, tidy=False)
+    # the same object, moved: 12 s (x) left the window, 15 s (z) entered
+    assert s.cache[("mentions", "authors", 3_000)] is cache
+    assert (cache.lo_ms, cache.hi_ms) == (13_000, 16_000)
+    assert cache.counts == {"test:y": 1, "test:z": 2}
+    # a brand whose window is not read any more frees them at the next prune
+    d.advance(s, 40_000)
+    assert ("mentions", "authors", 3_000) not in s.cache
 
 
 def test_a_quiet_brands_totals_move_with_each_step_not_rebuilt() -> None:

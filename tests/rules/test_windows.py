@@ -109,3 +109,39 @@ def test_a_bucket_keeps_a_few_authors_in_a_list_and_more_in_a_set(authors: list[
     assert type(again.records[0][1]) is type(held)
     assert again.window_authors(0, 10_000) == distinct
     assert orjson.dumps(again.to_obj()) == dumped
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 7)), max_size=120),
+    st.lists(st.tuples(st.integers(0, 32), st.integers(1, 8)), min_size=1, max_size=30),
+)
+def test_authors_moved_from_any_earlier_window_equal_authors_counted_afresh(
+    hits: list[tuple[int, int]], windows: list[tuple[int, int]]
+) -> None:
+    """``authors_moved`` gives ``window_authors`` for any sequence of windows read with
+    one cache: moved on when the window keeps its length and goes forward with some
+    overlap, counted afresh otherwise (backwards, another length, no overlap); the
+    cache then holds each author's number of buckets in the window."""
+    step = 1_000
+    series = Series()
+    for i, (bucket, author) in enumerate(hits):
+        sample = [1, f"p{i:03d}", "t", None, "text", None, "x"]
+        series.add(bucket * step + i % step, step, False, 1, f"a{author}", f"p{i:03d}", None,
+                   sample, list)  # fmt: skip
+    cache = None
+    for start, width in windows:
+        lo, hi = start * step, (start + width) * step
+        before = cache and (cache.lo_ms, cache.hi_ms)
+        n, got = series.authors_moved(lo, hi, cache)
+        assert n == series.window_authors(lo, hi)
+        per_author: dict[str, int] = {}
+        for k in series.window_keys(lo, hi):
+            for author in set(series._authors(k)):
+                per_author[author] = per_author.get(author, 0) + 1
+        assert got.counts == per_author
+        assert (got.lo_ms, got.hi_ms) == (lo, hi)
+        same_length = before is not None and hi - lo == before[1] - before[0]
+        moved = same_length and before is not None and before[0] <= lo < before[1]
+        assert (got is cache) == moved
+        cache = got
