@@ -276,13 +276,15 @@ class Series:
 
     def prune_history(self, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop baseline and adaptive history buckets older than the given times."""
-        # buckets are created nearly in time order, so the oldest inserted is a cheap
-        # trigger: a bucket it misses is dropped by a later prune (none is ever read)
+        # called once per ten-minute tile.  Not triggered by the first key inserted: a
+        # late hit inserts an older bucket after newer ones, and a state loaded from
+        # its stored form has them in time order, so the two pruned differently (no
+        # decision changed, but the state and its stored form did)
         hist, tiles = self.hist, self.tiles
-        if hist and next(iter(hist)) < hist_before_ms:
+        if hist and min(hist) < hist_before_ms:
             for k in [k for k in hist if k < hist_before_ms]:
                 del hist[k]
-        if tiles and next(iter(tiles)) < tile_before_ms:
+        if tiles and min(tiles) < tile_before_ms:
             for k in [k for k in tiles if k < tile_before_ms]:
                 del tiles[k]
 

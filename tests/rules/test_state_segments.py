@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rules.detect import Detector, dump_state, load_state
@@ -119,6 +119,12 @@ def _run(
 
 @settings(max_examples=80, deadline=None)
 @given(steps=ops, fanout=st.sampled_from([2, 3, SEGMENT_FANOUT]))
+@example(  # a hit older than the first: history was pruned by the first key inserted
+    steps=[("hit", 9, 0, False), ("hit", 0, 0, False), ("advance", 5, 0, False),
+           ("advance", 20, 0, False), ("advance", 20, 0, False), ("advance", 20, 0, False),
+           ("write", 0, 0, False), ("advance", 19, 0, False)],
+    fanout=2,
+)  # fmt: skip
 def test_the_stored_form_is_the_state_and_changes_no_decision(
     steps: list[tuple[str, int, int, bool]], fanout: int
 ) -> None:
