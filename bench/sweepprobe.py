@@ -8,7 +8,9 @@ keyword rules, a velocity rule and the alarm rule) through ``MatchStage`` and
 posts is matched and each matches partition gets one record (its hits and a tick), as
 the match loop sends them.  Every ``--every`` seconds of event time it prints the mean
 time of a boundary record (one that moves its partition's watermark to a new step
-boundary: the sweep of its ~250 brands) and of the other records (counting hits).
+boundary: the sweep of its ~250 brands) and of the other records (counting hits), and
+the time spent tidying the advanced brands every 2 s of event time (as the worker's state
+write-back does first: forgetting post ids and buckets behind each one's last boundary).
 
 The benchmark's velocity rule has a 30-minute warm-up, which a run of minutes never
 leaves.  ``--surge WINDOW,BASELINE,WARMUP`` rewrites that rule (e.g. ``1m,6m,3m``) so a
@@ -49,6 +51,8 @@ from streams.stages import DetectOutput, DetectStage, MatchStage, Record, partit
 
 CHUNK_MS = 100
 """Event time per match batch (the match loop flushes hits every 100 ms)."""
+FLUSH_MS = 2_000
+"""Event time between tidies (the worker's state write-back, ``CRISISWATCH_STATE_FLUSH_S``)."""
 START_MS = 1_795_800_000_000
 
 
@@ -90,8 +94,9 @@ def main() -> int:
     offsets = [0] * PARTITIONS
     newest: list[int | None] = [None] * PARTITIONS
     n = alarms = alerts = 0
-    # per report interval: [boundary seconds, boundary records, other seconds, other records]
-    spent = [0.0, 0, 0.0, 0]
+    # per report interval: [boundary seconds, boundary records, other seconds, other records,
+    # tidy seconds]
+    spent = [0.0, 0, 0.0, 0, 0.0]
     print(f"{args.brands} brands, {args.rate:,} posts/s, surge rule {args.surge or 'as is'}")
     for chunk in range(args.seconds * 1000 // CHUNK_MS):
         t0 = START_MS + chunk * CHUNK_MS
@@ -134,6 +139,13 @@ def main() -> int:
             )
             spent[0 if crossed else 2] += took
             spent[1 if crossed else 3] += 1
+        if (chunk + 1) % (FLUSH_MS // CHUNK_MS) == 0:
+            # as the worker's state write-back: each advanced brand is tidied (forgets
+            # the post ids and buckets behind its last boundary)
+            started = time.perf_counter()
+            for brand in list(detect._untidy):
+                detect.tidy(brand)
+            spent[4] += time.perf_counter() - started
         if (chunk + 1) % (args.every * 1000 // CHUNK_MS) == 0:
             t = (chunk + 1) * CHUNK_MS // 1000
             boundary = spent[0] / max(1, spent[1]) * 1000
@@ -141,10 +153,11 @@ def main() -> int:
             print(
                 f"to {t:4d} s: boundary record {boundary:6.2f} ms ({spent[1]}), "
                 f"other record {other:5.2f} ms ({spent[3]}), "
-                f"detect {(spent[0] + spent[2]) / args.every * 1000:6.1f} ms per second",
+                f"detect {(spent[0] + spent[2]) / args.every * 1000:6.1f} ms per second, "
+                f"tidy {spent[4] / args.every * 1000:5.1f} ms per second",
                 flush=True,
             )
-            spent = [0.0, 0, 0.0, 0]
+            spent = [0.0, 0, 0.0, 0, 0.0]
     print(f"{n:,} posts, {alerts:,} alerts")
     return 0
 

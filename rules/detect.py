@@ -98,6 +98,58 @@ def _first_reaching(
     return None
 
 
+def _first_dropping(
+    keys: list[int], counts: dict[int, int], window_ms: int, minimum: int, lo: int, hi: int,
+    step: int,
+) -> int | None:  # fmt: skip
+    """The first boundary T in ``(lo, hi]`` whose window ``[T - window_ms, T)`` holds fewer
+    than ``minimum`` hits of the buckets ``keys`` (ascending starts) / ``counts``.
+
+    A window count falls only where a bucket leaves it, at ``T = bucket + window + step``;
+    so the candidates are ``lo + step`` and those, tried in order with a running sum.
+    Hits counted later only add: the boundary found is never later than the true one.
+    """
+    t = lo + step
+    left = bisect_left(keys, t - window_ms)
+    right = bisect_left(keys, t)
+    total = 0
+    for i in range(left, right):
+        total += counts[keys[i]]
+    if total < minimum:
+        return t
+    n = len(keys)
+    while left < right:  # total > 0: some bucket is still in the window
+        t = keys[left] + window_ms + step
+        if t > hi:
+            return None
+        while right < n and keys[right] < t:  # entered by t
+            total += counts[keys[right]]
+            right += 1
+        start = t - window_ms
+        while left < right and keys[left] < start:  # left by t
+            total -= counts[keys[left]]
+            left += 1
+        if total < minimum:
+            return t
+    return None
+
+
+ADVANCE_AFTER_IDS = 32
+"""A brand keeping more post ids than this is advanced at the next boundary (``_due_after``),
+which lets it forget those created before it."""
+_NEVER = 1 << 62
+"""A boundary later than any (ms since the epoch)."""
+
+
+def _steady(rp: RulePlan, inc: Incident) -> bool:
+    """An open incident that changes only when its window count crosses ``min_count``: a
+    keyword rule without escalation steps, at the rule's own severity (``_evaluate``'s
+    fast path).  A brand whose open incidents are all steady need not be evaluated at
+    every step (``_next_candidate``)."""
+    rule = rp.rule
+    return rule.kind == "keyword" and not rule.escalate and inc.severity == rule.severity
+
+
 def _adopted(state: BrandState, plan: BrandPlan) -> bool:
     """``state`` has been brought in line with ``plan`` (see ``Detector._adopt``)."""
     return state.cache.get("plan") is plan
@@ -235,22 +287,49 @@ class Detector:
         totals: list[int] | None,
     ) -> int | None:  # fmt: skip
         """``hit_due_ms``, given the brand's plan, last boundary and, when current, the
-        cached quiet totals (``_count`` keeps them so)."""
+        cached quiet totals (``_count`` keeps them so).
+
+        The boundary after the hit, unless no rule it counts for can change there: a rule
+        whose total from its window at ``last`` on (``_quiet``) is below its minimum, or
+        with a steady incident that holds (a hit only keeps it so), changes nothing;
+        one in its warm-up nothing before the warm-up ends.  An open incident of any
+        other kind (or a false one, which a hit may bring back) makes it the next
+        boundary, as does a hit a longest window or more after ``last`` (so that a
+        brand is advanced, and pruned, at least that often) or one that leaves more than
+        ``ADVANCE_AFTER_IDS`` post ids kept (they are forgotten behind the brand's last
+        boundary: a busy brand left alone for minutes would store thousands).
+        """
         step = self.step_ms
         due = ts - ts % step + step
         if last is None:
             return due
         if last + step > due:
             due = last + step
-        if plan is None or state.incidents:
+        if plan is None:
             return due
-        if totals is not None:  # the common case
-            if ts < last + plan.max_window_ms and all(map(lt, totals, plan.min_counts)):
-                return None
+        incidents = state.incidents
+        if incidents and not self._all_steady(state, plan, holding=True):
             return due
-        if _adopted(state, plan) and self._quiet(state, plan, last):
-            return None
-        return due
+        if ts >= last + plan.max_window_ms or len(state.dedup) > ADVANCE_AFTER_IDS:
+            return due
+        if totals is None:
+            if not _adopted(state, plan):
+                return due
+            totals = self._totals(state, plan, last)
+        found: int | None = None
+        first_hit = state.first_hit_ms
+        for i, rp in enumerate(plan.rules):
+            if totals[i] < rp.min_count or (incidents and rp.rule.id in incidents):
+                continue
+            at = due
+            if rp.warmup_ms and first_hit is not None:
+                # the first boundary T with T - first_hit >= warm-up (see _holds)
+                at = max(due, -(-(first_hit + rp.warmup_ms) // step) * step)
+            if found is None or at < found:
+                found = at
+                if at == due:
+                    break
+        return found
 
     def _quiet(self, state: BrandState, plan: BrandPlan, base: int, bounded: bool = True) -> bool:
         """True when no boundary after ``base`` can open anything with the hits counted so far.
@@ -272,20 +351,26 @@ class Detector:
             return True
         if bounded and mentions.keys[-1] >= base + plan.max_window_ms:
             return False
+        return all(map(lt, self._totals(state, plan, base), plan.min_counts))
+
+    @staticmethod
+    def _totals(state: BrandState, plan: BrandPlan, base: int) -> list[int]:
+        """``_quiet``'s totals at ``base``: per rule, the hits of its series in buckets from
+        ``base - window`` on; cached (see ``_quiet``)."""
         quiet = state.cache.get("quiet")
-        if quiet is None or quiet[0] != base or quiet[1] is not plan:
-            totals = []
-            for rp in plan.rules:
-                s = state.series.get(rp.series)
-                if s is None:
-                    totals.append(0)
-                    continue
-                keys, got = s.keys, s.counts
-                totals.append(sum([got[k] for k in keys[bisect_left(keys, base - rp.window_ms) :]]))
-            state.cache["quiet"] = (base, plan, totals)
-        else:
-            totals = quiet[2]
-        return all(map(lt, totals, plan.min_counts))
+        if quiet is not None and quiet[0] == base and quiet[1] is plan:
+            totals: list[int] = quiet[2]
+            return totals
+        totals = []
+        for rp in plan.rules:
+            s = state.series.get(rp.series)
+            if s is None:
+                totals.append(0)
+                continue
+            keys, got = s.keys, s.counts
+            totals.append(sum([got[k] for k in keys[bisect_left(keys, base - rp.window_ms) :]]))
+        state.cache["quiet"] = (base, plan, totals)
+        return totals
 
     @staticmethod
     def _move_quiet(state: BrandState, plan: BrandPlan, prev: int | None, target: int) -> None:
@@ -323,10 +408,18 @@ class Detector:
         base = state.last_boundary_ms
         if base is None:
             base = floor_to(state.first_hit_ms, self.step_ms)
-        if state.incidents:
-            return base + self.step_ms
         if not _adopted(state, plan):
             return base + self.step_ms  # advance adopts the plan
+        if state.incidents:
+            if not self._all_steady(state, plan):
+                return base + self.step_ms
+            # a steady incident resolves by itself: its window empties and resolve_after
+            # passes, at the latest one longest window and one resolve_after after the
+            # newest hit (its series' buckets are a subset of the mentions')
+            mentions = state.series.get(MENTIONS)
+            newest = mentions.keys[-1] if mentions is not None and mentions.keys else base
+            horizon = max(newest, base) + plan.max_window_ms + plan.max_resolve_ms + self.step_ms
+            return self._next_candidate(state, plan, base, horizon)
         if state.last_boundary_ms is not None and self._quiet(state, plan, base):
             return None
         mentions = state.series.get(MENTIONS)
@@ -334,6 +427,19 @@ class Detector:
             return None
         # after the newest bucket's last window every window is empty
         return self._next_candidate(state, plan, base, mentions.keys[-1] + plan.max_window_ms)
+
+    @staticmethod
+    def _all_steady(state: BrandState, plan: BrandPlan, holding: bool = False) -> bool:
+        """Every open incident of ``state`` is steady (``_steady``); with ``holding``, and
+        none is false."""
+        incidents = state.incidents
+        for rp in plan.rules:
+            inc = incidents.get(rp.rule.id)
+            if inc is not None and (
+                not _steady(rp, inc) or (holding and inc.false_since_ms is not None)
+            ):
+                return False
+        return True
 
     def _next_candidate(self, state: BrandState, plan: BrandPlan, lo: int, hi: int) -> int | None:
         """The first boundary in ``(lo, hi]`` where some rule's window count reaches its
@@ -355,8 +461,41 @@ class Detector:
         if running is not None and len(running) != len(plan.rules):
             running = None
         found: int | None = None
+        incidents = state.incidents
         for i, rp in enumerate(plan.rules):
             s = state.series.get(rp.series)
+            inc = incidents.get(rp.rule.id) if incidents else None
+            if inc is not None:  # steady (the callers see to it): when can it change?
+                end = hi if found is None else found - step
+                if end <= lo:
+                    continue
+                keys = s.keys if s is not None else []
+                counts = s.counts if s is not None else {}
+                if inc.false_since_ms is None:  # holds until its count falls below the minimum
+                    # cached: hits counted later only put it off, so until that boundary is
+                    # reached it is still the earliest possible one
+                    drops = state.cache.get("drop")
+                    known = drops.get(rp.rule.id) if drops is not None else None
+                    if known is not None and known[0] == inc.incident_id and known[1] > lo:
+                        at = known[1]
+                    else:
+                        at = _first_dropping(keys, counts, rp.window_ms, rp.min_count, lo,
+                                             _NEVER, step)  # fmt: skip
+                        if drops is None:
+                            drops = state.cache["drop"] = {}
+                        drops[rp.rule.id] = (inc.incident_id, at)
+                    got = at if at <= end else None
+                else:  # false: resolves after resolve_after, unless its count is back first
+                    due = inc.false_since_ms + rp.rule.resolve_after_ms
+                    due = max(lo + step, -(-due // step) * step)
+                    got = due if due <= end else None
+                    back = _first_reaching(keys, counts, rp.window_ms, rp.min_count, lo,
+                                           (got or end + step) - step, step)  # fmt: skip
+                    if back is not None:
+                        got = back
+                if got is not None:
+                    found = got
+                continue
             if s is None or not s.keys:
                 continue
             start = lo
@@ -423,9 +562,10 @@ class Detector:
         run_at, counts = state.cache.get("run", (None, None))
         t = last + step
         while t <= target:
-            if not state.incidents:
+            if not state.incidents or self._all_steady(state, plan):
                 # with no incident open only a boundary where a count reaches its minimum
-                # can change anything: jump to the first one (or past the target)
+                # can change anything, and a steady incident only where its count crosses
+                # its minimum or it resolves: jump to the first one (or past the target)
                 found = self._next_candidate(state, plan, t - step, target)
                 if found is None:
                     break
@@ -679,10 +819,14 @@ class Detector:
             for key in [k for k, v in cache.items() if type(v) is AuthorsCache]:
                 if cache[key].lo_ms < step_before:
                     del cache[key]
-        if prev_ms is not None and floor_to(prev_ms, TILE_MS) == floor_to(now_ms, TILE_MS):
+        # history is cut at the start of the ten-minute tile of ``step_before``, and only
+        # when that tile changes: the cut then depends on the last boundary alone, not on
+        # which boundaries the brand was advanced (or tidied) at on the way
+        tile = floor_to(step_before, TILE_MS)
+        if prev_ms is not None and floor_to(prev_ms - plan.max_window_ms, TILE_MS) == tile:
             return
-        tile_before = floor_to(step_before, TILE_MS) - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
-        hist_from = floor_to(step_before, HIST_MS) - HIST_MS
+        tile_before = tile - 7 * DAY_MS - 2 * 3_600_000 - TILE_MS
+        hist_from = tile - HIST_MS
         for name, series in state.series.items():
             # each series keeps the history its own rules' baselines read (a brand's
             # mentions need not keep the day that its keyword rules' events report)

@@ -62,6 +62,8 @@ class BrandPlan:
     max_window_ms: int
     min_counts: tuple[int, ...]
     """``min_count`` of each rule, in ``rules`` order."""
+    max_resolve_ms: int = 0
+    """The longest ``resolve_after`` of any rule."""
     rules_of: dict[str, tuple[int, ...]] = field(default_factory=dict, compare=False, hash=False)
     """series name -> the indexes (in ``rules``) of the rules that count it."""
     baseline_of: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
@@ -97,6 +99,7 @@ def plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
         adaptive_series=frozenset(p.series for p in plans if p.k is not None),
         max_window_ms=max((p.window_ms for p in plans), default=step_ms),
         min_counts=tuple(p.min_count for p in plans),
+        max_resolve_ms=max((p.rule.resolve_after_ms for p in plans), default=0),
         baseline_of={
             name: max((p.baseline_ms for p in plans if p.series == name), default=0)
             for name in {MENTIONS} | keyword_ids

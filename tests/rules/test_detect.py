@@ -728,8 +728,78 @@ def test_running_counts_answer_only_for_their_own_boundary_and_past_warm_up() ->
     assert _types(d.advance(s, 11_000, tidy=False)) == [(OPENED, 11_000, "high")]
     run_at, counts = s.cache["run"]
     assert (run_at, counts) == (11_000, [1, 6])
-    # rule a leaves its 1 s window at 12 s; v has 6 (>= 3) but its warm-up ends at 40 s
+    # rule a's open incident: its hit leaves the 1 s window at 12 s (the count falls)
+    assert d._next_candidate(s, plan, 11_000, 100_000) == 12_000
+    # without it: v has 6 (>= 3) but its warm-up ends at 40 s
+    s.incidents.clear()
     assert d._next_candidate(s, plan, 11_000, 100_000) == 40_000
     # counts of another boundary (here as if kept from 11 s at 20 s) are not used
     s.cache["run"] = (11_000, [5, 6])
     assert d._next_candidate(s, plan, 20_000, 25_000) is None
+
+
+def test_a_steady_incident_is_next_due_where_its_count_can_fall_below_the_minimum() -> None:
+    """An open keyword incident that holds is not evaluated at every step: the brand is
+    next due where buckets leaving its window could take the count below ``min_count``
+    (hits counted later only add), and, once false, where it resolves or its count is
+    back at the minimum."""
+    d = Detector(
+        ruleset(keyword("a", min_count=3, window_ms=10_000, resolve_after_ms=4_000)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    for n, ts in enumerate((10_100, 11_100, 12_100, 13_100)):
+        d.observe(s, hit(n, ts, "a"))
+    assert _types(d.advance(s, 15_000)) == [(OPENED, 13_000, "high")]
+    # count 4; at 21 s bucket 10 s leaves (3 left: still holds), at 22 s bucket 11 s (2)
+    assert d.next_due_ms(s) == 22_000
+    d.observe(s, hit(9, 15_500, "a"))  # a later hit only puts that further off
+    assert d.hit_due_ms(s, 15_500) is None  # it holds: a hit only keeps it so
+    assert d.advance(s, 16_000) == []
+    assert d.next_due_ms(s) == 22_000  # kept: still the earliest it can fall (the hit at
+    # 15.5 s put the true one off to 23 s)
+    assert d.advance(s, 21_000) == []
+    s.cache.pop("drop")
+    assert d.next_due_ms(s) == 23_000  # afresh: at 22 s still 3 (12, 13, 15 s), 2 at 23 s
+    assert d.advance(s, 23_000) == []  # 23 s: buckets 13 s and 15 s left, 2 < 3
+    assert s.incidents["a"].false_since_ms == 23_000
+    assert d.next_due_ms(s) == 27_000  # false since 23 s: resolves 4 s on, at 27 s
+    d.observe(s, hit(10, 24_200, "a"))
+    assert d.hit_due_ms(s, 24_200) == 25_000  # false: a hit may bring it back
+    d.observe(s, hit(11, 24_400, "a"))  # count back at 3 in the window ending 25 s
+    assert d.next_due_ms(s) == 25_000
+    assert d.advance(s, 25_000) == []
+    assert s.incidents["a"].false_since_ms is None
+    assert d.next_due_ms(s) == 26_000  # bucket 15 s leaves at 26 s: 2 < 3
+    assert d.advance(s, 29_999) == []  # false again from 26 s: not resolved at 27 s
+    assert _types(d.advance(s, 30_000)) == [(RESOLVED, 30_000, "high")]
+
+
+def test_an_incident_that_is_not_steady_keeps_its_brand_due_at_every_step() -> None:
+    d = Detector(
+        ruleset(keyword("a", min_count=1, window_ms=10_000, severity="low",
+                        escalate=(EscalateStep(severity="high", count=3),))),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 10_100, "a"))
+    assert _types(d.advance(s, 11_000)) == [(OPENED, 11_000, "low")]
+    assert d.next_due_ms(s) == 12_000
+
+
+def test_a_hit_for_a_rule_in_its_warm_up_makes_its_brand_due_when_the_warm_up_ends() -> None:
+    d = Detector(
+        ruleset(velocity("v", window_ms=10_000, min_count=2, warmup_ms=60_000)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 10_100))
+    assert d.advance(s, 11_000) == []
+    d.observe(s, hit(1, 11_500))
+    # 2 hits reach the minimum, but v cannot hold before 10.1 s + 60 s
+    assert d.hit_due_ms(s, 11_500) == 71_000
+    d.observe(s, hit(2, 80_000))  # a longest window or more after the last boundary
+    assert d.hit_due_ms(s, 80_000) == 81_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rules.detect import Detector, dump_state, load_state
 from rules.engine import Engine
-from rules.model import Brand, RuleSet
+from rules.model import Brand, EscalateStep, RuleSet
 from tests.rules.detect_support import MIN, WordMatcher, hit, keyword, post, velocity
 
 BRANDS = Path(__file__).resolve().parents[2] / "brands"
@@ -159,4 +159,69 @@ def test_skipping_brands_that_cannot_open_decides_like_advancing_every_brand_eve
                 lazy[e.id] = (i, e.to_cloudevent())
         # the same events, each emitted by the same post (as soon as the watermark allows)
         assert len(lazy) > 4
+        assert lazy == eager
+
+
+STEADY_RULES = RuleSet(
+    brands=tuple(
+        Brand(
+            id=b,
+            mentions_query=b,
+            rules=(
+                # steady once open: evaluated only where its count crosses 3 or it resolves
+                keyword(min_count=3, window_ms=2 * MIN, resolve_after_ms=3 * MIN),
+                keyword("refund", min_count=2, window_ms=MIN, resolve_after_ms=0),
+                # escalation steps: evaluated at every step while open
+                keyword("outage", min_count=2, window_ms=3 * MIN, resolve_after_ms=MIN,
+                        severity="low", escalate=(EscalateStep(severity="high", count=6),)),
+                velocity(warmup_ms=10 * MIN, baseline_ms=20 * MIN, min_count=8, ratio=2.0),
+            ),
+        )
+        for b in ("acme", "beta")
+    )
+)  # fmt: skip
+
+
+def _crisis_stream(seed: int, n: int) -> list:
+    """Two brands, crisis words in bursts: incidents open, hold for minutes, fall false,
+    come back before they resolve, resolve."""
+    rng = random.Random(seed)
+    posts, t = [], 0
+    for i in range(n):
+        t += rng.randrange(0, 3000)
+        brand = rng.choice(["acme", "beta"])
+        burst = (t // 400_000) % 3 == 0  # one 400 s burst in every 20 minutes
+        words = [brand]
+        for word in ("recall", "refund", "outage"):
+            if rng.random() < (0.3 if burst else 0.01):
+                words.append(word)
+        posts.append(post(i, t, " ".join(words), author=f"a{rng.randrange(40)}"))
+    return posts
+
+
+def test_steady_incidents_evaluated_only_where_they_can_change_decide_like_every_step() -> None:
+    """A brand whose open incidents are all steady keyword ones (no escalation, at the
+    rule's severity) is advanced only at the boundary where one's count could fall below
+    its minimum, where a false one resolves or its count is back, or where another rule
+    could open: the same events, each emitted by the same post, as a driver that
+    advances every brand after every post (and so evaluates every step)."""
+    for seed in (21, 22, 23):
+        posts = _crisis_stream(seed, 3000)
+        d = Detector(STEADY_RULES)
+        matcher = WordMatcher(STEADY_RULES)
+        states = {b.id: d.new_state(b.id) for b in STEADY_RULES.brands}
+        eager: dict[str, tuple[int, dict]] = {}
+        for i, p in enumerate(posts):
+            for m in matcher.match(p):
+                assert d.observe_post(states[m.brand], p, m) == "counted"
+            for brand in sorted(states):
+                for e in d.advance(states[brand], p.created_at_ms - 60_000):
+                    eager[e.id] = (i, e.to_cloudevent())
+        engine = Engine(STEADY_RULES, matcher=WordMatcher(STEADY_RULES))
+        lazy: dict[str, tuple[int, dict]] = {}
+        for i, p in enumerate(posts):
+            for e in engine.process(p):
+                lazy[e.id] = (i, e.to_cloudevent())
+        kinds = {e["type"].rsplit(".", 1)[-1] for _, e in eager.values()}
+        assert kinds == {"opened", "escalated", "resolved"}
         assert lazy == eager
