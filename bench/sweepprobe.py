@@ -158,7 +158,13 @@ def main() -> int:
                 flush=True,
             )
             spent = [0.0, 0, 0.0, 0, 0.0]
-    print(f"{n:,} posts, {alerts:,} alerts")
+    late = sum(
+        sample.value
+        for family in metrics.late_hits.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+    print(f"{n:,} posts, {alerts:,} alerts, {late:,.0f} late hits")
     return 0
 
 

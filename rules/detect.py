@@ -13,6 +13,7 @@ decide the same.  See docs/detection.md.
 from __future__ import annotations
 
 import logging
+import math
 from bisect import bisect_left
 from collections.abc import Callable
 from operator import lt
@@ -30,7 +31,7 @@ from rules.incidents import (
     reached_severity,
 )
 from rules.model import BrandMatch, Hit, Post, RuleSet
-from rules.plan import MENTIONS, BrandPlan, RulePlan, WindowFigures, plan_brand
+from rules.plan import MENTIONS, BrandPlan, RulePlan, WindowFigures, baseline_level, plan_brand
 from rules.post import format_rfc3339_ms
 from rules.state import BrandState, dump_state, load_state
 from rules.windows import (
@@ -325,6 +326,16 @@ class Detector:
             if rp.warmup_ms and first_hit is not None:
                 # the first boundary T with T - first_hit >= warm-up (see _holds)
                 at = max(due, -(-(first_hit + rp.warmup_ms) // step) * step)
+            if rp.ratio is not None:
+                # below the ratio's floor up to the end of that minute (_ratio_floor)
+                known = state.cache.get((rp.rule.id, "floor"))
+                if (
+                    known is not None
+                    and known[1] == first_hit
+                    and known[0] == floor_to(at - rp.window_ms, HIST_MS)
+                    and totals[i] < known[2]
+                ):
+                    at = known[3] + step
             if found is None or at < found:
                 found = at
                 if at == due:
@@ -505,11 +516,15 @@ class Detector:
             end = hi if found is None else found - step
             if end <= start:
                 continue
+            minimum, last = rp.min_count, end
+            if rp.ratio is not None:  # within one baseline minute the ratio sets a floor
+                minimum, last = self._ratio_floor(state, rp, start + step)
+                last = min(last, end)
             if (
                 running is not None
                 and start == lo
                 and lo + step <= end
-                and running[i] - s.counts.get(lo - rp.window_ms, 0) >= rp.min_count
+                and running[i] - s.counts.get(lo - rp.window_ms, 0) >= minimum
             ):
                 # the window count at ``lo`` (advance's running counts, of buckets that
                 # no longer change) less the bucket leaving the window at ``lo + step``
@@ -526,10 +541,39 @@ class Detector:
                     continue
             if s.window_count(start + step - rp.window_ms, end) < rp.min_count:
                 continue
-            got = _first_reaching(s.keys, s.counts, rp.window_ms, rp.min_count, start, end, step)
+            got = _first_reaching(s.keys, s.counts, rp.window_ms, minimum, start, last, step)
+            if got is None and last < end:
+                got = last + step  # the next baseline minute: another floor
             if got is not None:
                 found = got
         return found
+
+    def _ratio_floor(self, state: BrandState, rp: RulePlan, t: int) -> tuple[int, int]:
+        """``(floor, last)`` for a ratio rule at boundary ``t``: no window count below
+        ``floor`` (its ``min_count``, or ``ratio`` times its baseline level, whichever is
+        higher) can make it hold at ``t`` or at any boundary up to ``last``, whose windows
+        start in the same minute and so share that level (``WindowFigures.level``).
+
+        A busy brand's velocity rule past its warm-up reaches its ``min_count`` at every
+        step, but seldom its ratio: with the floor it is evaluated once a minute, not at
+        every step.  Cached per minute; the level only grows with hits counted later (the
+        baseline's end can lie after the last boundary), so a cached floor is never above
+        the true one.
+        """
+        step = self.step_ms
+        anchor = floor_to(t - rp.window_ms, HIST_MS)
+        key = (rp.rule.id, "floor")
+        known = state.cache.get(key)
+        if known is not None and known[0] == anchor and known[1] == state.first_hit_ms:
+            return known[2], known[3]
+        assert rp.ratio is not None
+        # not through the state's running baseline sum: that one assumes the baseline's
+        # buckets no longer change, and this window's may still get hits
+        level = baseline_level(state, rp, state.series.get(rp.series), t - rp.window_ms, False)
+        floor = max(rp.min_count, math.ceil(rp.ratio * level))
+        last = (anchor + HIST_MS + rp.window_ms - 1) // step * step
+        state.cache[key] = (anchor, state.first_hit_ms, floor, last)
+        return floor, last
 
     def advance(
         self, state: BrandState, watermark_ms: int, *, tidy: bool = True

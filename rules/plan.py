@@ -111,6 +111,32 @@ def plan_brand(brand: Brand, step_ms: int) -> BrandPlan:
     )
 
 
+def baseline_level(
+    state: BrandState, rp: RulePlan, series: Series | None, start_ms: int, cached: bool = True
+) -> float:
+    """The level of ``rp``'s window starting at ``start_ms``: mean count per window over the
+    baseline minutes before that window's minute, floored at 1.
+
+    ``cached``: move the state's running sum (a ``RangeCache``) to it.  Only for windows
+    whose baseline has ended by the last evaluated boundary (the cache assumes its
+    buckets no longer change); a look ahead passes False.
+    """
+    anchor = floor_to(start_ms, HIST_MS)
+    first_hit = state.first_hit_ms
+    first = anchor if first_hit is None else floor_to(first_hit, HIST_MS)
+    span = min(rp.baseline_ms, anchor - first)
+    total = 0
+    if series is not None and span > 0:
+        if cached:
+            key = (rp.series, "base", rp.baseline_ms)
+            total, cache = range_sum(series.hist, anchor - span, anchor, HIST_MS,
+                                     state.range_cache(key))  # fmt: skip
+            state.cache[key] = cache
+        else:
+            total = range_sum(series.hist, anchor - span, anchor, HIST_MS, None)[0]
+    return mean_level(total, span, rp.window_ms)
+
+
 class WindowFigures:
     """Lazily computed figures of one rule's window ``[start_ms, end_ms)``."""
 
@@ -132,17 +158,7 @@ class WindowFigures:
     def level(self) -> float:
         """Baseline: mean count per window over the baseline period, floored at 1."""
         if self._level is None:
-            anchor = floor_to(self.start_ms, HIST_MS)
-            first_hit = self.state.first_hit_ms
-            first = anchor if first_hit is None else floor_to(first_hit, HIST_MS)
-            span = min(self.rp.baseline_ms, anchor - first)
-            total = 0
-            if self.series is not None and span > 0:
-                key = (self.rp.series, "base", self.rp.baseline_ms)
-                total, cache = range_sum(self.series.hist, anchor - span, anchor, HIST_MS,
-                                         self.state.range_cache(key))  # fmt: skip
-                self.state.cache[key] = cache
-            self._level = mean_level(total, span, self.rp.window_ms)
+            self._level = baseline_level(self.state, self.rp, self.series, self.start_ms)
         return self._level
 
     def ratio(self) -> float:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from rules.detect import BrandState, Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
 from rules.model import EscalateStep
-from rules.windows import AuthorsCache
+from rules.plan import RulePlan, WindowFigures
+from rules.windows import HIST_MS, AuthorsCache, floor_to
 from tests.rules.detect_support import MIN, hit, keyword, post, ruleset, velocity
 
 
@@ -387,8 +388,9 @@ def test_count_post_is_observe_post_then_hit_due_ms() -> None:
 
 def test_next_candidate_is_the_first_boundary_where_a_count_reaches_its_minimum() -> None:
     """Against brute force (every boundary in (lo, hi], every rule's exact window count,
-    past its warm-up) on 1,500 seeded random cases: dense enough that windows often
-    just reach a minimum, with and without a warm-up inside the range."""
+    past its warm-up, and its ratio to the baseline level) on 1,500 seeded random cases:
+    dense enough that windows often just reach a minimum, with and without a warm-up
+    inside the range."""
     import random
 
     rng = random.Random(20261128)
@@ -413,17 +415,30 @@ def test_next_candidate_is_the_first_boundary_where_a_count_reaches_its_minimum(
         hi = lo + rng.randint(0, 40) * step
         want = None
         for t in range(lo + step, hi + 1, step):
-            if any(
-                (series := s.series.get(rp.series)) is not None
-                and series.window_count(t - rp.window_ms, t) >= rp.min_count
-                and t - (s.first_hit_ms or 0) >= rp.warmup_ms
-                for rp in plan.rules
-            ):
+            if any(_could_hold(s, rp, t) for rp in plan.rules):
                 want = t
                 break
-        assert d._next_candidate(s, plan, lo, hi) == want, (lo, hi)
+        got = d._next_candidate(s, plan, lo, hi)
+        if got != want:
+            # early (never late) only where the velocity rule's baseline minute, and so its
+            # ratio's floor, changes: the first boundary of a minute not yet searched
+            w = plan.rules[1].window_ms
+            assert got is not None and (want is None or got < want), (lo, hi)
+            assert floor_to(got - w, HIST_MS) != floor_to(got - step - w, HIST_MS)
         found += want is not None
     assert found > 500  # most cases have an answer to get right
+
+
+def _could_hold(s: BrandState, rp: RulePlan, t: int) -> bool:
+    """The window count at ``t`` reaches the rule's minimum, past its warm-up, and (a ratio
+    rule) its ratio times the baseline level: ``_holds`` before distinct authors."""
+    series = s.series.get(rp.series)
+    if series is None or t - (s.first_hit_ms or 0) < rp.warmup_ms:
+        return False
+    count = series.window_count(t - rp.window_ms, t)
+    if count < rp.min_count:
+        return False
+    return rp.ratio is None or count >= rp.ratio * WindowFigures(s, rp, series, t, count).level()
 
 
 def test_next_candidate_skips_a_velocity_rules_warm_up_to_the_boundary_it_ends_on() -> None:
@@ -678,21 +693,23 @@ def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
 def test_a_busy_rule_is_due_at_the_next_step_without_a_bucket_sweep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past its warm-up a velocity rule of a busy brand reaches its minimum at every
-    step: ``next_due_ms`` answers from the running counts (a window of 600 buckets was
-    summed twice and swept once per step and brand)."""
+    """Past its warm-up a velocity rule of a busy brand whose count stays above its
+    floor (here a ratio of 0.5) is due at every step: ``next_due_ms`` answers from the
+    running counts (a window of 600 buckets was summed twice and swept once per step and
+    brand)."""
     import rules.detect
 
     d = Detector(
-        ruleset(velocity("v", window_ms=60_000, baseline_ms=600_000, min_count=20)),
+        ruleset(velocity("v", window_ms=60_000, baseline_ms=600_000, min_count=20, ratio=0.5,
+                         min_authors=10_000)),
         lateness_ms=0,
         step_ms=1_000,
-    )
+    )  # fmt: skip
     s = d.new_state("acme")
     for n in range(1_500):  # one a second: a window of 60, its baseline level 60
         d.observe(s, hit(n, n * 1_000))
     d.advance(s, 1_500_000, tidy=False)  # as the worker's sweep: tidied at write-back
-    assert s.incidents == {}  # the ratio is 1
+    assert s.incidents == {}  # too few authors
     assert s.cache["run"][0] == 1_500_000
     swept: list[int] = []
     real = rules.detect._first_reaching
@@ -707,6 +724,49 @@ def test_a_busy_rule_is_due_at_the_next_step_without_a_bucket_sweep(
     s.cache.pop("run")
     assert d.next_due_ms(s) == 1_501_000
     assert swept == [1]
+
+
+def test_a_busy_brand_below_its_ratio_is_due_once_a_minute_not_at_every_step() -> None:
+    """A velocity rule's count reaches ``min_count`` at every step on a busy brand, but it
+    cannot hold below ``ratio`` times the baseline level, which is the same for every
+    window starting in the same minute: the brand is due where the next minute starts
+    (or not at all), not at the next step."""
+    d = Detector(
+        ruleset(velocity("v", window_ms=60_000, baseline_ms=600_000, min_count=20)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    for n in range(1_500):  # one a second: a window of 60, its baseline level 60
+        d.observe(s, hit(n, n * 1_000))
+    assert d.advance(s, 1_500_000) == []  # ratio 1, 3 needed
+    # without more hits no window to come holds 180
+    assert d.next_due_ms(s) is None
+    d.observe(s, hit(2_000, 1_500_200))
+    # windows ending 1,501 s .. 1,559 s start in minute 1,440 s (the floor cached by
+    # next_due_ms: 180); 61 hits from 1,440 s on cannot reach it: due where 1,500 s starts
+    assert d.hit_due_ms(s, 1_500_200) == 1_560_000
+    for n in range(200):  # a surge: 200 more in that second
+        d.observe(s, hit(3_000 + n, 1_500_300))
+    assert d.hit_due_ms(s, 1_500_300) == 1_501_000
+    assert _types(d.advance(s, 1_501_000)) == [(OPENED, 1_501_000, "medium")]
+
+
+def test_a_count_that_can_just_reach_the_ratios_floor_makes_the_brand_due_at_once() -> None:
+    d = Detector(
+        ruleset(velocity("v", window_ms=60_000, baseline_ms=600_000, min_count=10)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s = d.new_state("acme")
+    for n in range(375):  # one every 4 s, none in bucket 1,440 s: a window of 15, level 15
+        d.observe(s, hit(n, n * 4_000 + 1_000))
+    assert d.advance(s, 1_500_000) == []
+    assert d.next_due_ms(s) is None  # the floor, 45, cached
+    for n in range(30):  # 15 in the window from 1,441 s on, and these: 45
+        d.observe(s, hit(1_000 + n, 1_500_300))
+    assert d.hit_due_ms(s, 1_500_300) == 1_501_000
+    assert _types(d.advance(s, 1_501_000)) == [(OPENED, 1_501_000, "medium")]
 
 
 def test_running_counts_answer_only_for_their_own_boundary_and_past_warm_up() -> None:

@@ -199,6 +199,29 @@ def _crisis_stream(seed: int, n: int) -> list:
     return posts
 
 
+def _eager_and_lazy(
+    rules: RuleSet, posts: list, lateness_ms: int = 60_000, step_ms: int = 10_000
+) -> tuple[dict, dict]:
+    """Events (id -> (index of the post that emitted it, event)) of a driver that advances
+    every brand after every post, and of the Engine."""
+    d = Detector(rules, lateness_ms=lateness_ms, step_ms=step_ms)
+    matcher = WordMatcher(rules)
+    states = {b.id: d.new_state(b.id) for b in rules.brands}
+    eager: dict[str, tuple[int, dict]] = {}
+    for i, p in enumerate(posts):
+        for m in matcher.match(p):
+            assert d.observe_post(states[m.brand], p, m) == "counted"
+        for brand in sorted(states):
+            for e in d.advance(states[brand], p.created_at_ms - lateness_ms):
+                eager[e.id] = (i, e.to_cloudevent())
+    engine = Engine(rules, matcher=WordMatcher(rules), lateness_ms=lateness_ms, step_ms=step_ms)
+    lazy: dict[str, tuple[int, dict]] = {}
+    for i, p in enumerate(posts):
+        for e in engine.process(p):
+            lazy[e.id] = (i, e.to_cloudevent())
+    return eager, lazy
+
+
 def test_steady_incidents_evaluated_only_where_they_can_change_decide_like_every_step() -> None:
     """A brand whose open incidents are all steady keyword ones (no escalation, at the
     rule's severity) is advanced only at the boundary where one's count could fall below
@@ -206,22 +229,74 @@ def test_steady_incidents_evaluated_only_where_they_can_change_decide_like_every
     could open: the same events, each emitted by the same post, as a driver that
     advances every brand after every post (and so evaluates every step)."""
     for seed in (21, 22, 23):
-        posts = _crisis_stream(seed, 3000)
-        d = Detector(STEADY_RULES)
-        matcher = WordMatcher(STEADY_RULES)
-        states = {b.id: d.new_state(b.id) for b in STEADY_RULES.brands}
-        eager: dict[str, tuple[int, dict]] = {}
-        for i, p in enumerate(posts):
-            for m in matcher.match(p):
-                assert d.observe_post(states[m.brand], p, m) == "counted"
-            for brand in sorted(states):
-                for e in d.advance(states[brand], p.created_at_ms - 60_000):
-                    eager[e.id] = (i, e.to_cloudevent())
-        engine = Engine(STEADY_RULES, matcher=WordMatcher(STEADY_RULES))
-        lazy: dict[str, tuple[int, dict]] = {}
-        for i, p in enumerate(posts):
-            for e in engine.process(p):
-                lazy[e.id] = (i, e.to_cloudevent())
+        eager, lazy = _eager_and_lazy(STEADY_RULES, _crisis_stream(seed, 3000))
         kinds = {e["type"].rsplit(".", 1)[-1] for _, e in eager.values()}
         assert kinds == {"opened", "escalated", "resolved"}
         assert lazy == eager
+
+
+SURGE_RULES = RuleSet(
+    brands=tuple(
+        Brand(
+            id=b,
+            mentions_query=b,
+            rules=(
+                velocity(window_ms=2 * MIN, baseline_ms=10 * MIN, warmup_ms=5 * MIN, ratio=2.0,
+                         min_count=5, min_authors=3, resolve_after_ms=MIN),
+                velocity("fast", window_ms=MIN, baseline_ms=4 * MIN, warmup_ms=0, ratio=3.5,
+                         min_count=3, resolve_after_ms=0),
+            ),
+        )
+        for b in ("acme", "beta")
+    )
+)  # fmt: skip
+
+
+def test_ratio_rules_evaluated_once_a_minute_below_their_floor_decide_like_every_step() -> None:
+    """A velocity rule below ``ratio`` times its baseline level is not evaluated until the
+    next baseline minute (``Detector._ratio_floor``): on a stream whose mentions surge
+    six-fold for three minutes in every fifteen, the same events, each emitted by the same
+    post, as a driver that evaluates every step."""
+    for seed in (31, 32):
+        rng = random.Random(seed)
+        posts, t = [], 0
+        for i in range(4000):
+            surging = (t // 60_000) % 15 in (10, 11, 12)
+            t += rng.randrange(0, 600 if surging else 3600)
+            brand = rng.choice(["acme", "beta"])
+            posts.append(post(i, t, brand, author=f"a{rng.randrange(30)}"))
+        eager, lazy = _eager_and_lazy(SURGE_RULES, posts)
+        kinds = {e["type"].rsplit(".", 1)[-1] for _, e in eager.values()}
+        assert kinds >= {"opened", "resolved"}
+        assert len(eager) > 20
+        assert lazy == eager
+
+
+def test_a_ratio_rule_looked_at_ahead_of_its_warm_up_end_decides_like_every_step() -> None:
+    """Busy brands (five mentions a second each) whose velocity rule leaves its warm-up
+    mid-stream: the search for the next boundary computes the ratio's floor at the
+    warm-up's end while that baseline still takes hits, which must not leave the running
+    baseline sum behind (it once did: every brand opened a surge there, which evaluating
+    every step does not)."""
+    rules = RuleSet(
+        brands=tuple(
+            Brand(
+                id=b,
+                mentions_query=b,
+                rules=(
+                    keyword(min_count=3, window_ms=10 * MIN),
+                    velocity(window_ms=MIN, baseline_ms=6 * MIN, warmup_ms=3 * MIN,
+                             ratio=3.0, min_count=20, min_authors=10),
+                ),
+            )
+            for b in ("acme", "beta", "gamma")
+        )
+    )  # fmt: skip
+    rng = random.Random(41)
+    posts, t = [], 0
+    for i in range(15 * 300):  # 15 posts a second for five minutes
+        t += rng.randrange(0, 134)
+        words = [rng.choice(["acme", "beta", "gamma"])] + (["recall"] if i % 40 == 0 else [])
+        posts.append(post(i, t, " ".join(words), author=f"a{rng.randrange(500)}"))
+    eager, lazy = _eager_and_lazy(rules, posts, lateness_ms=500, step_ms=1_000)
+    assert eager and lazy == eager
