@@ -64,6 +64,19 @@ _DUPLICATE: tuple[str, int | None] = ("duplicate", None)
 _COUNTED: tuple[str, int | None] = ("counted", None)
 
 
+def _window_at(
+    keys: list[int], counts: dict[int, int], window_ms: int, t: int
+) -> tuple[int, int, int]:
+    """``(left, right, total)``: the window ``[t - window_ms, t)`` as the index range
+    ``keys[left:right]`` of the bucket starts ``keys`` (ascending), and its count."""
+    left = bisect_left(keys, t - window_ms)
+    right = bisect_left(keys, t)
+    total = 0
+    for i in range(left, right):
+        total += counts[keys[i]]
+    return left, right, total
+
+
 def _first_reaching(
     keys: list[int], counts: dict[int, int], window_ms: int, minimum: int, lo: int, hi: int,
     step: int,
@@ -75,11 +88,7 @@ def _first_reaching(
     candidates are ``lo + step`` and those, tried in order with a running sum.
     """
     t = lo + step
-    left = bisect_left(keys, t - window_ms)
-    right = bisect_left(keys, t)
-    total = 0
-    for i in range(left, right):
-        total += counts[keys[i]]
+    left, right, total = _window_at(keys, counts, window_ms, t)
     if total >= minimum:
         return t
     n = len(keys)
@@ -111,11 +120,7 @@ def _first_dropping(
     Hits counted later only add: the boundary found is never later than the true one.
     """
     t = lo + step
-    left = bisect_left(keys, t - window_ms)
-    right = bisect_left(keys, t)
-    total = 0
-    for i in range(left, right):
-        total += counts[keys[i]]
+    left, right, total = _window_at(keys, counts, window_ms, t)
     if total < minimum:
         return t
     n = len(keys)
@@ -453,9 +458,14 @@ class Detector:
         return True
 
     def _next_candidate(self, state: BrandState, plan: BrandPlan, lo: int, hi: int) -> int | None:
-        """The first boundary in ``(lo, hi]`` where some rule's window count reaches its
-        ``min_count`` past the rule's warm-up; None when there is none.  For a brand
-        with no incident open: only such a boundary can open one.
+        """The first boundary in ``(lo, hi]`` where some rule could change anything;
+        None when there is none.  A rule without an open incident: where its window count
+        reaches its ``min_count`` past its warm-up (a ratio rule: its floor, see
+        ``_ratio_floor``; answered early, at the next baseline minute, when not within
+        this one).  A rule with an open incident, which must be steady (``_steady``; the
+        callers see to it): where its count could fall below the minimum while it holds
+        (``_first_dropping``, cached), or where it resolves or its count is back while it
+        is false.  Any boundary before the answer changes nothing.
 
         Every window ending in ``(lo, hi]`` lies in ``[lo + step - window, hi)``: a rule
         whose span holds fewer hits than its minimum is skipped at once.  For the others
