@@ -41,6 +41,7 @@ from rules.windows import (
     AuthorsCache,
     Sample,
     Series,
+    ceil_to,
     floor_to,
     sample_of,
     sample_of_post,
@@ -330,7 +331,7 @@ class Detector:
             at = due
             if rp.warmup_ms and first_hit is not None:
                 # the first boundary T with T - first_hit >= warm-up (see _holds)
-                at = max(due, -(-(first_hit + rp.warmup_ms) // step) * step)
+                at = max(due, ceil_to(first_hit + rp.warmup_ms, step))
             if rp.ratio is not None:
                 # below the ratio's floor up to the end of that minute (_ratio_floor)
                 known = state.cache.get((rp.rule.id, "floor"))
@@ -508,7 +509,7 @@ class Detector:
                     got = at if at <= end else None
                 else:  # false: resolves after resolve_after, unless its count is back first
                     due = inc.false_since_ms + rp.rule.resolve_after_ms
-                    due = max(lo + step, -(-due // step) * step)
+                    due = max(lo + step, ceil_to(due, step))
                     got = due if due <= end else None
                     back = _first_reaching(keys, counts, rp.window_ms, rp.min_count, lo,
                                            (got or end + step) - step, step)  # fmt: skip
@@ -522,7 +523,7 @@ class Detector:
             start = lo
             if rp.warmup_ms and first_hit is not None:
                 # the first boundary T with T - first_hit >= warm-up, minus a step
-                start = max(lo, -(-(first_hit + rp.warmup_ms) // step) * step - step)
+                start = max(lo, ceil_to(first_hit + rp.warmup_ms, step) - step)
             end = hi if found is None else found - step
             if end <= start:
                 continue

@@ -46,9 +46,14 @@ def floor_to(ts_ms: int, unit_ms: int) -> int:
     return ts_ms - ts_ms % unit_ms
 
 
+def ceil_to(ts_ms: int, unit_ms: int) -> int:
+    """The first ``unit_ms``-aligned time at or after ``ts_ms``."""
+    return -(-ts_ms // unit_ms) * unit_ms
+
+
 def ceil_steps(duration_ms: int, step_ms: int) -> int:
     """``duration_ms`` rounded up to a whole number of steps (at least one)."""
-    return max(step_ms, -(-duration_ms // step_ms) * step_ms)
+    return max(step_ms, ceil_to(duration_ms, step_ms))
 
 
 def sample_key(sample: Sample) -> tuple[int, str]:
