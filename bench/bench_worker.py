@@ -52,6 +52,7 @@ from worker_load import (  # noqa: E402
     LATENESS_MS,
     PARTITIONS,
     PRELOAD_EVENT_RATE,
+    SLOW_MS,
     STEP_MS,
     WARMUP_S,
     LatencyRun,
@@ -250,9 +251,9 @@ class Latency:
     backlog: float = float("nan")
     """Posts sent but not yet consumed by the worker when the generator stopped."""
     rows: list[dict[str, object]] = field(default_factory=list)
+    """Per counted alert: boundary, type, latency and hops (ms), for ``--dump``."""
     started_ms: int = 0
     """Wall clock (ms) when the generator's clock started."""
-    """Per counted alert: boundary, type, latency and hops (ms), for ``--dump``."""
 
     @property
     def per_cpu_s(self) -> float:
@@ -380,8 +381,6 @@ def thirds_p50(lat: Latency) -> tuple[float, float]:
     return percentile(lat.samples_ms[:third], 0.5), percentile(lat.samples_ms[-third:], 0.5)
 
 
-SLOW_MS = 100.0
-"""The latency target: a boundary whose slowest alert took longer is a slow boundary."""
 EARLIER_PHASE_S = 30.0
 """Length of the 70% phase before session 16 (its p99 is still reported, to compare)."""
 

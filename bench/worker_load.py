@@ -39,6 +39,8 @@ STEP_MS = 1000
 ALARM_EVERY_S = 0.05
 ALARM_BRANDS = 200
 WARMUP_S = 3.0
+SLOW_MS = 100.0
+"""The latency target (p99): a boundary whose slowest alert took longer is a slow one."""
 PRELOAD_EVENT_RATE = 2_000
 """Pre-loaded posts per second of event time (a busy stream being caught up)."""
 _EN_TEXT = (

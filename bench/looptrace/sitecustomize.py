@@ -27,7 +27,7 @@ import os
 STALL_S = 0.03
 BEAT_S = 0.005
 
-if os.environ.get("LOOPTRACE"):  # pragma: no branch
+if os.environ.get("LOOPTRACE"):
     import asyncio
     import atexit
     import collections

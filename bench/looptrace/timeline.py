@@ -25,9 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker_load import LATENESS_MS
-
-SLOW_MS = 100.0
+from worker_load import LATENESS_MS, SLOW_MS
 
 
 @dataclass(frozen=True)
