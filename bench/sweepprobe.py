@@ -10,7 +10,10 @@ the match loop sends them.  Every ``--every`` seconds of event time it prints th
 time of a boundary record (one that moves its partition's watermark to a new step
 boundary: the sweep of its ~250 brands) and of the other records (counting hits), and
 the time spent tidying the advanced brands every 2 s of event time (as the worker's state
-write-back does first: forgetting post ids and buckets behind each one's last boundary).
+write-back does first: forgetting post ids and buckets behind each one's last boundary),
+and the match stage's CPU time a post (this thread's, between the detect records as in
+the worker: 10.7-11.5 us where ``MatchStage.process`` alone on the same posts took 7.9-8.2,
+BENCHMARKS.md, session 16).
 
 The benchmark's velocity rule has a 30-minute warm-up, which a run of minutes never
 leaves.  ``--surge WINDOW,BASELINE,WARMUP`` rewrites that rule (e.g. ``1m,6m,3m``) so a
@@ -97,6 +100,8 @@ def main() -> int:
     # per report interval: [boundary seconds, boundary records, other seconds, other records,
     # tidy seconds]
     spent = [0.0, 0, 0.0, 0, 0.0]
+    matched = [0.0, 0]
+    """CPU seconds in ``MatchStage.process`` (this thread's), posts."""
     print(f"{args.brands} brands, {args.rate:,} posts/s, surge rule {args.surge or 'as is'}")
     for chunk in range(args.seconds * 1000 // CHUNK_MS):
         t0 = START_MS + chunk * CHUNK_MS
@@ -117,7 +122,10 @@ def main() -> int:
             offsets[p] += 1
             newest[p] = ts
             n += 1
+        started = time.thread_time()
         out = match.process(records)
+        matched[0] += time.thread_time() - started
+        matched[1] += len(records)
         hits: list[list] = [[] for _ in range(PARTITIONS)]
         for h in out.hits:
             hits[partition_for(h.brand, PARTITIONS)].append(h)
@@ -154,10 +162,12 @@ def main() -> int:
                 f"to {t:4d} s: boundary record {boundary:6.2f} ms ({spent[1]}), "
                 f"other record {other:5.2f} ms ({spent[3]}), "
                 f"detect {(spent[0] + spent[2]) / args.every * 1000:6.1f} ms per second, "
-                f"tidy {spent[4] / args.every * 1000:5.1f} ms per second",
+                f"tidy {spent[4] / args.every * 1000:5.1f} ms per second, "
+                f"match {matched[0] / max(1, matched[1]) * 1e6:5.2f} us per post",
                 flush=True,
             )
             spent = [0.0, 0, 0.0, 0, 0.0]
+            matched = [0.0, 0]
     late = sum(
         sample.value
         for family in metrics.late_hits.collect()
