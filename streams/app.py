@@ -52,6 +52,16 @@ log = logging.getLogger(__name__)
 STATE_BUFFER_MAX = 1_000_000
 """faust's producer-buffer limit (100) is replaced by one write-back at a time (write_back)."""
 PRODUCER_BATCH_BYTES = 512 * 1024
+STATE_COMPRESSION = "zstd"
+"""Codec of faust's producer, whose records are the state write-backs (and the detect
+stage's dead letters).  A write-back of 1,000 busy brands is ~8 MB of JSON every 5 s;
+compressed, ~10x less.  Uncompressed, the changelog filled a 64 MB segment every few
+minutes per partition, and the broker's log cleaner, compacting each one, took the
+CPU the worker needed: on a shared 2-core machine a boundary's alerts were 100-360 ms
+late right after (BENCHMARKS.md, session 17).  Restarts read that much less, too."""
+STATE_LINGER_S = 0.02
+"""faust's producer waits this long to fill a batch: bigger batches compress better.
+Nothing waits on these records but the next write-back and the offset commit."""
 SLICE_S = 0.005
 """Longest run of detect work (or of a state write-back) between turns of the event loop."""
 WRITE_BACK_REST_S = 0.03
@@ -138,6 +148,8 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # (aiokafka has one request in flight per broker; 16 kB batches made a write-back
         # of a thousand brands take seconds to leave)
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_compression_type=STATE_COMPRESSION,
+        producer_linger=STATE_LINGER_S,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         consumer_metadata_max_age_ms=5_000,

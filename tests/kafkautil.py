@@ -9,7 +9,10 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
 
 
 async def create_topics(
@@ -43,6 +46,32 @@ async def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None
     finally:
         await producer.stop()
     return n
+
+
+async def batch_codecs(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """The compression codec of each record batch at the start of ``topic``'s partitions
+    (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), from a raw fetch: a consumer decompresses
+    without saying how the batches were stored."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        node = next(iter(client.cluster.brokers())).nodeId
+        wanted = [(p, 0, 1024 * 1024) for p in range(partitions)]
+        request = FetchRequest(100, 1, 4 * 1024 * 1024, 0, [(topic, wanted)])
+        response = await client.send(node, request)
+        codecs: list[int] = []
+        for _topic, parts in response.topics:
+            for partition, error_code, _highwater, *part_data in parts:
+                if error_code:
+                    raise for_code(error_code)(f"fetch of {topic}-{partition}")
+                records = MemoryRecords(part_data[-1])  # the message set comes last
+                while records.has_next():
+                    batch = records.next_batch()
+                    assert batch is not None
+                    codecs.append(batch.compression_type)
+        return codecs
+    finally:
+        await client.close()
 
 
 async def consume_all(

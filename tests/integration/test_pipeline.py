@@ -14,9 +14,12 @@ from rules.loader import load_rules
 from rules.post import post_from_dict
 from tests.integration import scenario
 from tests.integration.workerproc import WorkerProcess
-from tests.kafkautil import consume_all, create_topics, produce
+from tests.kafkautil import batch_codecs, consume_all, create_topics, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ZSTD = 4
+"""Kafka's id of the zstd codec (a record batch's attributes)."""
 
 
 def expected_events(rules_dir: Path, items: list[dict[str, object]]) -> dict[str, dict]:
@@ -139,6 +142,11 @@ async def test_sigkill_mid_stream_resumes_from_the_changelog(
                 kafka_bootstrap, f"{topic_prefix}.brand-state-changelog", timeout_s=2, idle_s=0.3
             )
             keys = {r.key for r in changelog if r.value is not None}
+        # the write-backs are stored compressed (streams.app.STATE_COMPRESSION)
+        codecs = await batch_codecs(
+            kafka_bootstrap, f"{topic_prefix}.brand-state-changelog", partitions=4
+        )
+        assert codecs and set(codecs) == {ZSTD}, codecs
         worker.kill()
         worker.start()
         await produce(kafka_bootstrap, f"{topic_prefix}.posts", good[cut:])
