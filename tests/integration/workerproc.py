@@ -87,10 +87,13 @@ class WorkerProcess:
         raise AssertionError(f"worker not ready within {timeout_s}s:\n{self.tail()}")
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
-        """Sum of a metric's samples (optionally filtered by labels) from /metrics."""
+        """Sum of a metric's samples (optionally filtered by labels) from /metrics.
+
+        ``name`` is a sample's name (a counter's ends in ``_total``); only its series
+        are rendered (``/metrics?name[]=``), not the whole page with its per-brand gauges."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        _, body = self.get("/metrics")
+        _, body = self.get(f"/metrics?name[]={name}")
         total = 0.0
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:
