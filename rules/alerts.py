@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +71,8 @@ def window_figures(
     }
 
 
-def sample_object(sample: list[Any]) -> dict[str, Any]:
-    """A stored sample ``[followers, post_id, source, author, text, url, created_at]`` -> JSON."""
+def sample_object(sample: Sequence[Any]) -> dict[str, Any]:
+    """A stored sample ``(followers, post_id, source, author, text, url, created_at)`` -> JSON."""
     return {
         "post_id": sample[1],
         "source": sample[2],

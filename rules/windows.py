@@ -20,7 +20,7 @@ buckets whose start lies in it (window lengths are rounded up to whole steps).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from rules.model import Hit, Post
@@ -37,8 +37,10 @@ SAMPLES_PER_BUCKET = 5
 SMALL_AUTHORS = 16
 """A bucket keeps its author keys in a list up to this many, then in a set."""
 
-Sample = list[Any]
-"""``[followers, post_id, source, author, text, url, created_at]`` (JSON friendly)."""
+Sample = tuple[Any, ...]
+"""``(followers, post_id, source, author, text, url, created_at)`` (a JSON array when
+stored).  A tuple of strings, ints and None, which the cyclic garbage collector stops
+tracking (see ``Series``)."""
 
 
 def floor_to(ts_ms: int, unit_ms: int) -> int:
@@ -62,7 +64,7 @@ def sample_key(sample: Sample) -> tuple[int, str]:
 
 
 def sample_of(hit: Hit) -> Sample:
-    return [
+    return (
         hit.followers,
         hit.post_id,
         hit.source,
@@ -70,13 +72,13 @@ def sample_of(hit: Hit) -> Sample:
         hit.text,
         hit.url,
         hit.created_at,
-    ]
+    )
 
 
 def sample_of_post(post: Post) -> Sample:
     """``sample_of(Hit.from_post(post, match))`` without building the Hit."""
     author = post.author
-    return [
+    return (
         author.followers if author else 0,
         post.id,
         post.source,
@@ -84,15 +86,15 @@ def sample_of_post(post: Post) -> Sample:
         post.text[:280],
         post.url,
         post.created_at,
-    ]
+    )
 
 
 def sample_of_row(row: list[Any]) -> Sample:
     """``sample_of(Hit.from_row(row))`` without building the Hit (see ``Hit.to_row``)."""
-    return [row[6], row[1], row[2], row[5], row[8], row[9], row[10]]
+    return (row[6], row[1], row[2], row[5], row[8], row[9], row[10])
 
 
-def top_samples(lists: list[list[Sample]], limit: int = SAMPLES_PER_BUCKET) -> list[Sample]:
+def top_samples(lists: Iterable[Sequence[Sample]], limit: int = SAMPLES_PER_BUCKET) -> list[Sample]:
     """The ``limit`` best samples of several per-bucket lists."""
     merged = [s for lst in lists for s in lst]
     merged.sort(key=sample_key)
@@ -168,22 +170,34 @@ class AuthorsCache:
         self.counts = counts
 
 
-def _bucket_authors(rec: list[Any] | tuple[int, str, Sample, int | None]) -> Any:
+BucketRecord = tuple[Any, ...]
+"""A step bucket's record ``(reach, authors, ingested, *samples)`` (see ``Series.records``)."""
+
+
+def _bucket_authors(rec: BucketRecord) -> Any:
     """The author keys of a step bucket's record (see ``Series.records``), each once."""
-    return (rec[1],) if isinstance(rec, tuple) else rec[1]
+    authors = rec[1]
+    return (authors,) if type(authors) is str else authors
 
 
 class Series:
     """Bucketed figures of one counted series of one brand (mutable state).
 
-    Per step bucket one record ``[reach, authors, samples, ingested]`` plus the
+    Per step bucket one record ``(reach, authors, ingested, *samples)`` plus the
     count in ``counts`` (read by every evaluation) and the sorted bucket starts
     in ``keys`` (hits arrive nearly in order, so keeping it sorted is cheap).
-    A bucket with one hit keeps the compact record ``(followers, author key,
-    sample, ingested)`` instead (one tuple rather than a list, a set and a list of
-    samples): on a many-brand load most buckets get one hit, and the objects
-    made per hit, and freed when the bucket is pruned, were a good part of the
-    detector's time.  The second hit turns it into the full record.
+    A bucket with one hit holds its author key as a str, not in a tuple: the
+    objects made per hit, and freed when the bucket is pruned, were a good part
+    of the detector's time.
+
+    A record is a tuple of tuples of strings, ints and None (two levels, not
+    more), replaced rather than changed by each hit, so Python's cyclic garbage
+    collector stops tracking it in the two young collections it survives
+    before it grows old (each untracks one level: a tuple whose items are all
+    untracked).  Kept in lists, a record was four to eight tracked objects,
+    2.1 million of them after 5 minutes of the worker benchmark's load, and a
+    full collection took ~2 s to scan them (BENCHMARKS.md, session 18).  Only a
+    bucket of more than ``SMALL_AUTHORS`` authors keeps a (tracked) set.
     """
 
     __slots__ = ("counts", "hist", "keys", "records", "tiles")
@@ -193,12 +207,11 @@ class Series:
         """step bucket start -> hits."""
         self.keys: list[int] = []
         """The step bucket starts of ``counts``, ascending."""
-        self.records: dict[int, list[Any] | tuple[int, str, Sample, int | None]] = {}
-        """step bucket start -> ``[reach, authors, samples, ingested]``: the sum of author
-        followers, the distinct author keys (a list of up to ``SMALL_AUTHORS``, then a
-        set, capped at ``MAX_AUTHORS_PER_BUCKET``), the top hits (best first)
-        and the latest ``ingested_at_ms`` (None: no hit carried one); for a bucket of
-        one hit ``(followers, author key, sample, ingested_at_ms)`` (see the class doc)."""
+        self.records: dict[int, BucketRecord] = {}
+        """step bucket start -> ``(reach, authors, ingested, *samples)``: the sum of author
+        followers, the distinct author keys (one: a str; a tuple of up to ``SMALL_AUTHORS``,
+        then a set, capped at ``MAX_AUTHORS_PER_BUCKET``), the latest ``ingested_at_ms``
+        (None: no hit carried one) and the top hits, best first (see the class doc)."""
         self.hist: dict[int, int] = {}
         """HIST_MS bucket start -> hits (baseline history)."""
         self.tiles: dict[int, int] = {}
@@ -227,37 +240,35 @@ class Series:
                 keys.append(b)
             else:
                 insort(keys, b)
-            self.records[b] = (followers, author_key, make_sample(source), ingested_at_ms)
+            self.records[b] = (followers, author_key, ingested_at_ms, make_sample(source))
         else:
             counts[b] = n + 1
-            got = self.records[b]
-            if isinstance(got, tuple):  # the bucket's second hit: the full record
-                rec: list[Any] = [got[0], [got[1]], [got[2]], got[3]]
-                self.records[b] = rec
-            else:
-                rec = got
-            rec[0] += followers
-            authors = rec[1]
-            if type(authors) is list:
-                # a few authors: a list (a set of 5 or more takes 730 bytes, and most
+            records = self.records
+            rec = records[b]
+            reach, authors, ingested = rec[0], rec[1], rec[2]
+            samples = rec[3:]
+            if type(authors) is str:  # the bucket's second hit
+                authors = (authors,)
+            if type(authors) is tuple:
+                # a few authors: a tuple (a set of 5 or more takes 730 bytes, and most
                 # buckets hold a handful); a set once there are more than SMALL_AUTHORS
                 if author_key not in authors:
                     if len(authors) < SMALL_AUTHORS:
-                        authors.append(author_key)
+                        authors = (*authors, author_key)
                     else:
-                        rec[1] = {*authors, author_key}
+                        authors = {*authors, author_key}
             elif len(authors) < MAX_AUTHORS_PER_BUCKET:
                 authors.add(author_key)
-            samples = rec[2]
-            if len(samples) < SAMPLES_PER_BUCKET:
-                insort(samples, make_sample(source), key=sample_key)
+            if ingested_at_ms is not None and (ingested is None or ingested_at_ms > ingested):
+                ingested = ingested_at_ms
+            if len(samples) < SAMPLES_PER_BUCKET or (
+                followers > (last := samples[-1])[0] or (followers == last[0] and post_id < last[1])
+            ):
+                best = list(samples)
+                insort(best, make_sample(source), key=sample_key)
+                records[b] = (reach + followers, authors, ingested, *best[:SAMPLES_PER_BUCKET])
             else:
-                last = samples[-1]
-                if followers > last[0] or (followers == last[0] and post_id < last[1]):
-                    insort(samples, make_sample(source), key=sample_key)
-                    del samples[SAMPLES_PER_BUCKET:]
-            if ingested_at_ms is not None and (rec[3] is None or ingested_at_ms > rec[3]):
-                rec[3] = ingested_at_ms
+                records[b] = (reach + followers, authors, ingested, *samples)
         h = ts_ms - ts_ms % HIST_MS
         hist = self.hist
         hist[h] = hist.get(h, 0) + 1
@@ -310,11 +321,11 @@ class Series:
         records = self.records
         authors: set[str] = set()
         for k in self.window_keys(lo_ms, hi_ms):
-            rec = records[k]
-            if isinstance(rec, tuple):
-                authors.add(rec[1])
+            held = records[k][1]
+            if type(held) is str:
+                authors.add(held)
             else:
-                authors.update(rec[1])
+                authors.update(held)
         return len(authors)
 
     def authors_moved(
@@ -358,18 +369,18 @@ class Series:
     def window_samples(self, lo_ms: int, hi_ms: int) -> list[Sample]:
         return top_samples([self._samples(k) for k in self.window_keys(lo_ms, hi_ms)])
 
-    def _samples(self, k: int) -> list[Sample]:
+    def _samples(self, k: int) -> Sequence[Sample]:
         rec = self.records[k]
-        return [rec[2]] if isinstance(rec, tuple) else rec[2]
+        return rec[3:]
 
     def _authors(self, k: int) -> list[str]:
         """The bucket's author keys, sorted."""
-        rec = self.records[k]
-        return [rec[1]] if isinstance(rec, tuple) else sorted(rec[1])
+        held = self.records[k][1]
+        return [held] if type(held) is str else sorted(held)
 
     def window_ingested(self, lo_ms: int, hi_ms: int) -> int | None:
         records = self.records
-        values = [records[k][3] for k in self.window_keys(lo_ms, hi_ms)]
+        values = [records[k][2] for k in self.window_keys(lo_ms, hi_ms)]
         present = [v for v in values if v is not None]
         return max(present) if present else None
 
@@ -419,7 +430,7 @@ class Series:
             "reach": {str(k): records[k][0] for k in keys},
             "authors": {str(k): self._authors(k) for k in keys},
             "samples": {str(k): self._samples(k) for k in keys},
-            "ingested": {str(k): records[k][3] for k in keys if records[k][3] is not None},
+            "ingested": {str(k): records[k][2] for k in keys if records[k][2] is not None},
         }
 
     def keys_from(self, lo_ms: int | None) -> list[int]:
@@ -450,20 +461,16 @@ class Series:
             key = str(k)
             got = ingested.get(key)
             these, best = authors[key], samples[key]
-            if n == 1 and len(these) == 1 and len(best) == 1:
-                self.records[k] = (
-                    int(reach[key]),
-                    these[0],
-                    list(best[0]),
-                    None if got is None else int(got),
-                )
-                continue
-            self.records[k] = [
+            self.records[k] = (
                 int(reach[key]),
-                these if len(these) <= SMALL_AUTHORS else set(these),
-                [list(x) for x in best],
+                these[0]
+                if n == 1 and len(these) == 1
+                else tuple(these)
+                if len(these) <= SMALL_AUTHORS
+                else set(these),
                 None if got is None else int(got),
-            ]
+                *map(tuple, best),
+            )
         if added:
             self.keys = sorted(self.counts)
             self.counts = {k: self.counts[k] for k in self.keys}

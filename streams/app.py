@@ -359,7 +359,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
             await stream.ack(event)
         # the states made since the last write-back are long-lived: out of the
         # collector's way, so a full collection does not scan every brand's windows
-        gc.freeze()
+        freeze_young()
 
     @app.timer(settings.tick_interval_s)
     async def tick_when_quiet() -> None:
@@ -380,8 +380,17 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     async def full_gc() -> None:
         # frozen objects are freed by reference counting, but cycles among them only
         # by a full collection over everything: one pause every FULL_GC_S
+        frozen = gc.get_freeze_count()
+        started = time.perf_counter()
         gc.unfreeze()
-        freeze_long_lived()
+        found = gc.collect()
+        gc.freeze()
+        log.info(
+            "full garbage collection: %.0f ms over %d frozen objects, %d unreachable",
+            (time.perf_counter() - started) * 1000,
+            frozen,
+            found,
+        )
 
     @app.timer(TRIM_HEAP_S)
     async def trim_heap() -> None:
@@ -433,6 +442,23 @@ def freeze_long_lived() -> None:
     freezes again.
     """
     gc.collect()
+    gc.freeze()
+
+
+def freeze_young() -> None:
+    """Move the objects made since the last freeze out of the cyclic garbage collector's
+    reach, once two young collections have untracked what they can.
+
+    A collection stops tracking a tuple whose items are all untracked, one level of
+    tuples per collection.  The detector's bucket records are two levels of tuples
+    (``rules.windows.Series``), but between two write-backs few objects are made net
+    of those freed (a hit replaces its bucket's record), so the young generations are
+    collected rarely, and a third of the records were frozen, tracked, before their
+    second collection (BENCHMARKS.md, session 18).  The two collections take the
+    young generations only: at most a few thousand objects.
+    """
+    gc.collect(0)
+    gc.collect(1)
     gc.freeze()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -64,7 +66,7 @@ def test_one_hit_buckets_read_and_dump_as_full_records(
     series = Series()
     for i, (ts, followers, author, ingested) in enumerate(hits):
         sample = [followers, f"p{i:03d}", "t", author, "text", None, "x"]
-        series.add(ts, step, False, followers, author, f"p{i:03d}", ingested, sample, list)
+        series.add(ts, step, False, followers, author, f"p{i:03d}", ingested, sample, tuple)
     lo_b, hi_b = floor_to(lo, step), floor_to(lo, step) + ceil_steps(width, step)
     inside = [(i, h) for i, h in enumerate(hits) if lo_b <= floor_to(h[0], step) < hi_b]
     assert series.window_count(lo_b, hi_b) == len(inside)
@@ -78,14 +80,20 @@ def test_one_hit_buckets_read_and_dump_as_full_records(
     best = sorted(x for b in per_bucket.values() for x in sorted(b)[:5])[:5]
     assert [(-s[0], s[1]) for s in series.window_samples(lo_b, hi_b)] == best
     for k, n in series.counts.items():
-        assert isinstance(series.records[k], tuple) == (n == 1)
+        assert (type(series.records[k][1]) is str) == (n == 1)
     dumped = orjson.dumps(series.to_obj())
     again = Series.from_obj(orjson.loads(dumped))
     assert orjson.dumps(again.to_obj()) == dumped
-    assert {k: type(r) for k, r in again.records.items()} == {
-        k: type(r) for k, r in series.records.items()
-    }
+    assert _held(again) == _held(series)
     assert again.window_authors(lo_b, hi_b) == series.window_authors(lo_b, hi_b)
+
+
+def _held(series: Series) -> dict[int, tuple[object, ...]]:
+    """The series' records with the authors as a set (a reload has them sorted)."""
+    return {
+        k: (r[0], r[1] if type(r[1]) is str else frozenset(r[1]), *r[2:])
+        for k, r in series.records.items()
+    }
 
 
 @settings(max_examples=100, deadline=None)
@@ -98,11 +106,11 @@ def test_a_bucket_keeps_a_few_authors_in_a_list_and_more_in_a_set(authors: list[
     series = Series()
     for i, a in enumerate(authors):
         sample = [i, f"p{i:03d}", "t", None, "text", None, "x"]
-        series.add(1_000 + i, 10_000, False, 1, f"a{a}", f"p{i:03d}", None, sample, list)
+        series.add(1_000 + i, 10_000, False, 1, f"a{a}", f"p{i:03d}", None, sample, tuple)
     distinct = len(set(authors))
     assert series.window_authors(0, 10_000) == distinct
     held = series.records[0][1]
-    assert type(held) is (list if distinct <= SMALL_AUTHORS else set)
+    assert type(held) is (tuple if distinct <= SMALL_AUTHORS else set)
     assert len(held) == distinct
     dumped = orjson.dumps(series.to_obj())
     again = Series.from_obj(orjson.loads(dumped))
@@ -128,7 +136,7 @@ def test_authors_moved_from_any_earlier_window_equal_authors_counted_afresh(
     for i, (bucket, author) in enumerate(hits):
         sample = [1, f"p{i:03d}", "t", None, "text", None, "x"]
         series.add(bucket * step + i % step, step, False, 1, f"a{author}", f"p{i:03d}", None,
-                   sample, list)  # fmt: skip
+                   sample, tuple)  # fmt: skip
     cache = None
     for start, width in windows:
         lo, hi = start * step, (start + width) * step
@@ -145,3 +153,34 @@ def test_authors_moved_from_any_earlier_window_equal_authors_counted_afresh(
         moved = same_length and before is not None and before[0] <= lo < before[1]
         assert (got is cache) == moved
         cache = got
+
+
+def test_bucket_records_leave_the_cyclic_garbage_collector() -> None:
+    """A series' bucket records (one hit, a few authors, the top samples) are two levels
+    of tuples of atoms, which the two young collections a record survives before it
+    grows old stop tracking, so a full collection does not scan them; only a bucket
+    with more than SMALL_AUTHORS authors keeps a (tracked) set."""
+    was_enabled = gc.isenabled()
+    gc.disable()  # the two collections below are the first each record sees
+    try:
+        series = Series()
+        for i in range(400):
+            bucket = i % 40  # 10 hits each, 1 to 7 authors
+            author = f"a{i % 7}"
+            sample = (i, f"p{i:03d}", "t", author, "text", None, "x")
+            series.add(bucket * 1_000, 1_000, False, i, author, f"p{i:03d}", i, sample, tuple)
+        for i in range(SMALL_AUTHORS + 4):
+            sample = (i, f"q{i:03d}", "t", f"b{i}", "text", None, "x")
+            series.add(500, 1_000, False, i, f"b{i}", f"q{i:03d}", None, sample, tuple)
+        series.add(50_000, 1_000, False, 1, "solo", "p999", None, (1, "p999"), tuple)
+        assert all(gc.is_tracked(r) for r in series.records.values())
+        gc.collect(0)
+        gc.collect(1)
+    finally:
+        if was_enabled:
+            gc.enable()
+    held = {k: r for k, r in series.records.items() if gc.is_tracked(r)}
+    assert list(held) == [0]  # bucket 0: SMALL_AUTHORS + 4 authors, in a set
+    assert type(held[0][1]) is set and len(held[0][1]) == SMALL_AUTHORS + 4 + 7
+    assert len(series.records) == 41
+    assert not any(gc.is_tracked(s) for r in series.records.values() for s in r[3:])

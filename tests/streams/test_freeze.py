@@ -1,12 +1,19 @@
 """``freeze_long_lived``: start-up objects leave the collector's reach; new cycles do not.
-``no_automatic_full_gc``: full collections only when asked for; young cycles as before."""
+``no_automatic_full_gc``: full collections only when asked for; young cycles as before.
+``freeze_young``: a write-back freezes what it kept, bucket records untracked first."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from streams.app import FULL_GC_THRESHOLD, freeze_long_lived, no_automatic_full_gc
+from rules.windows import Series
+from streams.app import (
+    FULL_GC_THRESHOLD,
+    freeze_long_lived,
+    freeze_young,
+    no_automatic_full_gc,
+)
 
 
 class _Node:
@@ -57,3 +64,25 @@ def test_full_collections_wait_for_the_timer_and_young_cycles_are_still_collecte
         assert ref() is None  # a young cycle: collected unasked, as before
     finally:
         gc.set_threshold(*before)
+
+
+def test_a_write_back_freezes_bucket_records_untracked() -> None:
+    """Records made just before a write-back (no young collection since) are untracked
+    before they are frozen: a full collection never scans them."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # no collection between the hits and the freeze, as at a write-back
+    try:
+        series = Series()
+        for i in range(2_000):
+            sample = (i, f"p{i}", "t", f"a{i % 5}", "text", None, "x")
+            series.add(i * 10, 1_000, False, i, f"a{i % 5}", f"p{i}", i, sample, tuple)
+        assert sum(gc.is_tracked(r) for r in series.records.values()) == 20
+        frozen = gc.get_freeze_count()
+        freeze_young()
+        assert gc.get_freeze_count() > frozen  # the series' dicts and the test's frame
+        assert not any(gc.is_tracked(r) for r in series.records.values())
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
