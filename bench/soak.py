@@ -20,6 +20,8 @@
 Prints a JSON summary (also written to ``--out``); exit 0 when every check holds.
 Killed (SIGTERM) or interrupted (SIGINT), it stops its worker and broker and exits 130.
 ``--memtrace FILE`` makes the worker write memory samples (``streams/memtrace.py``).
+The worker logs at ``CRISISWATCH_LOG_LEVEL`` from this environment (default WARNING) to
+``<workdir>/worker.log.1``.
 """
 
 from __future__ import annotations
@@ -272,7 +274,8 @@ async def soak(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[
         rules,
         extra_env={
             "CRISISWATCH_RULES_RELOAD_S": "0",
-            "CRISISWATCH_LOG_LEVEL": "WARNING",
+            # INFO shows e.g. the worker's 10-minute full garbage collection
+            "CRISISWATCH_LOG_LEVEL": os.environ.get("CRISISWATCH_LOG_LEVEL", "WARNING"),
             "CRISISWATCH_LATENESS": f"{LATENESS_MS}ms",
             **(
                 {
