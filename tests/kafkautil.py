@@ -55,20 +55,27 @@ async def batch_codecs(bootstrap: str, topic: str, partitions: int) -> list[int]
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
     try:
-        node = next(iter(client.cluster.brokers())).nodeId
-        wanted = [(p, 0, 1024 * 1024) for p in range(partitions)]
-        request = FetchRequest(100, 1, 4 * 1024 * 1024, 0, [(topic, wanted)])
-        response = await client.send(node, request)
+        await client.add_topic(topic)  # waits for the topic's metadata
+        by_leader: dict[int, list[int]] = {}
+        for p in range(partitions):
+            leader = client.cluster.leader_for_partition(TopicPartition(topic, p))
+            if leader is None or leader < 0:
+                raise RuntimeError(f"{topic}-{p} has no leader")
+            by_leader.setdefault(leader, []).append(p)
         codecs: list[int] = []
-        for _topic, parts in response.topics:
-            for partition, error_code, _highwater, *part_data in parts:
-                if error_code:
-                    raise for_code(error_code)(f"fetch of {topic}-{partition}")
-                records = MemoryRecords(part_data[-1])  # the message set comes last
-                while records.has_next():
-                    batch = records.next_batch()
-                    assert batch is not None
-                    codecs.append(batch.compression_type)
+        for node, parts_wanted in sorted(by_leader.items()):
+            wanted = [(p, 0, 1024 * 1024) for p in parts_wanted]
+            request = FetchRequest(100, 1, 4 * 1024 * 1024, 0, [(topic, wanted)])
+            response = await client.send(node, request)
+            for _topic, parts in response.topics:
+                for partition, error_code, _highwater, *part_data in parts:
+                    if error_code:
+                        raise for_code(error_code)(f"fetch of {topic}-{partition}")
+                    records = MemoryRecords(part_data[-1])  # the message set comes last
+                    while records.has_next():
+                        batch = records.next_batch()
+                        assert batch is not None
+                        codecs.append(batch.compression_type)
         return codecs
     finally:
         await client.close()
