@@ -1,4 +1,4 @@
-"""Publisher through the real broker: keys, values, DLQ JSON, back-pressure."""
+"""Publisher through the real broker: keys, values, DLQ JSON, compression, back-pressure."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from connectors.publisher import Publisher, dead_letter_value
 from connectors.settings import KafkaSettings
 from rules.post import decode_post, encode_post
 from tests.connectors.framework_helpers import kafka_settings, make_post
-from tests.kafkautil import consume_all
+from tests.kafkautil import batch_codecs, consume_all
+
+ZSTD = 4
+"""The record batch attribute of zstd compression."""
 
 
 def test_dead_letter_value_follows_the_contract() -> None:
@@ -54,6 +57,8 @@ async def test_publish_batch_keys_values_and_dead_letter(
     for post in posts:
         assert by_key[post.id.encode()] == encode_post(post)
         assert decode_post(by_key[post.id.encode()]) == post
+    codecs = await batch_codecs(kafka_bootstrap, settings.posts_topic, settings.topic_partitions)
+    assert codecs and set(codecs) == {ZSTD}  # stored as sent: zstd batches
     dlq = await consume_all(kafka_bootstrap, settings.dlq_topic, expect=1)
     letter = orjson.loads(dlq[0].value)
     assert letter["reason"] == "missing_field:text"
