@@ -35,7 +35,7 @@ MAX_AUTHORS_PER_BUCKET = 10_000
 SAMPLES_PER_BUCKET = 5
 """Top hits kept per step bucket (an event lists the top 5 of its window)."""
 SMALL_AUTHORS = 16
-"""A bucket keeps its author keys in a list up to this many, then in a set."""
+"""A bucket keeps its author keys in a tuple up to this many, then in a set."""
 
 Sample = tuple[Any, ...]
 """``(followers, post_id, source, author, text, url, created_at)`` (a JSON array when
@@ -178,6 +178,13 @@ def _bucket_authors(rec: BucketRecord) -> Any:
     """The author keys of a step bucket's record (see ``Series.records``), each once."""
     authors = rec[1]
     return (authors,) if type(authors) is str else authors
+
+
+def _held_authors(keys: list[str], hits: int) -> Any:
+    """A bucket's distinct author keys as its record holds them (see ``Series.records``)."""
+    if hits == 1 and len(keys) == 1:
+        return keys[0]
+    return tuple(keys) if len(keys) <= SMALL_AUTHORS else set(keys)
 
 
 class Series:
@@ -463,11 +470,7 @@ class Series:
             these, best = authors[key], samples[key]
             self.records[k] = (
                 int(reach[key]),
-                these[0]
-                if n == 1 and len(these) == 1
-                else tuple(these)
-                if len(these) <= SMALL_AUTHORS
-                else set(these),
+                _held_authors(these, n),
                 None if got is None else int(got),
                 *map(tuple, best),
             )
