@@ -383,8 +383,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         frozen = gc.get_freeze_count()
         started = time.perf_counter()
         gc.unfreeze()
-        found = gc.collect()
-        gc.freeze()
+        found = freeze_long_lived()
         log.info(
             "full garbage collection: %.0f ms over %d frozen objects, %d unreachable",
             (time.perf_counter() - started) * 1000,
@@ -430,7 +429,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
     return Worker(app, settings, metrics, rules, match_stage, detect_stage, match_loop)
 
 
-def freeze_long_lived() -> None:
+def freeze_long_lived() -> int:
     """Move every object alive now out of the cyclic garbage collector's reach.
 
     Run once the worker has started: the compiled rules, the matcher and faust's
@@ -439,10 +438,11 @@ def freeze_long_lived() -> None:
     few seconds that every alert in flight waited out.  Frozen objects are still
     freed by reference counting; only cycles among them are never collected,
     so a rule reload unfreezes, collects (the old rule set, one full pause) and
-    freezes again.
+    freezes again.  Returns what the collection found unreachable.
     """
-    gc.collect()
+    found = gc.collect()
     gc.freeze()
+    return found
 
 
 def freeze_young() -> None:
