@@ -1,17 +1,22 @@
 """``freeze_long_lived``: start-up objects leave the collector's reach; new cycles do not.
 ``no_automatic_full_gc``: full collections only when asked for; young cycles as before.
-``freeze_young``: a write-back freezes what it kept, bucket records untracked first."""
+``freeze_young``: a write-back freezes what it kept, bucket records untracked first.
+``full_collection``: the full_gc timer reaches frozen cycles and logs what it found."""
 
 from __future__ import annotations
 
 import gc
+import logging
 import weakref
+
+import pytest
 
 from rules.windows import Series
 from streams.app import (
     FULL_GC_THRESHOLD,
     freeze_long_lived,
     freeze_young,
+    full_collection,
     no_automatic_full_gc,
 )
 
@@ -89,3 +94,28 @@ def test_a_write_back_freezes_bucket_records_untracked() -> None:
         gc.unfreeze()
         if was_enabled:
             gc.enable()
+
+
+def test_the_full_collection_frees_frozen_cycles_logs_them_and_freezes_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    freeze_long_lived()  # the cycle is frozen with everything else alive now
+    try:
+        frozen = gc.get_freeze_count()
+        del a, b
+        gc.collect()
+        assert ref() is not None  # frozen: a collection does not reach it
+        with caplog.at_level(logging.INFO, logger="streams.app"):
+            ms, before, found = full_collection()
+        assert ref() is None  # the full collection did
+        assert before == frozen
+        assert found >= 2
+        assert ms >= 0
+        assert gc.get_freeze_count() > 0  # what is left is frozen again
+        [line] = [r.getMessage() for r in caplog.records if "full garbage" in r.getMessage()]
+        assert f"over {frozen} frozen objects, {found} unreachable" in line
+    finally:
+        gc.unfreeze()
