@@ -9,7 +9,13 @@ keyword rule with ``min_count: 1``), then in one run:
    a bare aiokafka consumer reads them all (decode only: the baseline); then one
    ``crisiswatch worker`` starts and its ``crisiswatch_posts_consumed_total`` is
    polled until all N are consumed;
-2. latency: posts are produced at 70% of the measured rate with
+2. low load: 2,000 posts/s of live posts (``--low-rate``) for 30 s, latency measured
+   as in 5;
+3. worker age: 600 s of live posts at 20,000 posts/s (``--age-seconds``,
+   ``--age-rate``), so that the brands' 10-minute windows are full;
+4. the ramp: live-load steps of 20 s at rising rates, up to the first the worker
+   does not keep up with; the fastest it kept up with is the sustained rate;
+5. latency: posts are produced at 70% of the sustained rate for 120 s with
    ``created_at = ingested_at =`` the send time; every 50 ms one of them carries
    the ``alarm`` term for the next brand of a 200-brand cycle, so incidents open
    and resolve continually.  With step S and lateness L, the alert for boundary T
@@ -19,6 +25,7 @@ keyword rule with ``min_count: 1``), then in one run:
    ``<prefix>.alerts`` minus the send time of that post (the last partition's first
    post with ``created_at >= T + L``): the post that crossed the boundary.
 
+A full run takes about 20 minutes.
 Usage: ``.venv/bin/python bench/bench_worker.py [--quick] [--no-record]``
 """
 
@@ -82,6 +89,15 @@ fraction f of its input has a latency that grows by f seconds per second (the "s
 throughput" of Karimov et al., ICDE 2018).  The 70% phase takes that rate.  The catch-up
 row (draining pre-loaded posts, whose event times are compressed) is kept for comparison
 with earlier runs, which took the 70% of it.
+Worker age (since session 19): before the ramp the worker gets `--age-seconds` (600) of
+live load at `--age-rate` (20,000 posts/s), as long as the benchmark's keyword windows (10
+minutes).  A worker's cost per post grows while its windows fill: at 20,000 posts/s one
+took 65% of a core in its second minute and 90% in its twelfth, still rising (BENCHMARKS.md,
+session 19).  Until session 18 the ramp ran on a worker 2-3 minutes old, so its sustained
+rate was a young worker's, and the 70% phase, minutes later, found the worker dearer than
+the ramp had.  Now the ramp and the 70% phase measure a worker that has been running, as
+one in production has.  The aged row gives the worker's CPU and latency over those 10
+minutes.
 The latency phases' load generator prepares post bodies, keys and partitions before its clock
 starts and sends, every 5 ms, the posts due as one batch per partition (acks=all): about 0.2
 of a core at 23,000 posts/s.  "Sent" and the worker's CPU are measured over the generator's
@@ -382,6 +398,11 @@ def thirds_p50(lat: Latency) -> tuple[float, float]:
 
 
 EARLIER_PHASE_S = 30.0
+AGE_S = 600.0
+"""Live load before the ramp: the benchmark's keyword windows are 10 minutes long, and a
+worker's cost per post grows while they fill (see Worker age)."""
+AGE_RATE = 20_000.0
+"""Posts/s of that load: the throughput target."""
 """Length of the 70% phase before session 16 (its p99 is still reported, to compare)."""
 
 
@@ -515,13 +536,19 @@ async def ramp_up(
 HOPS = ("post->matched", "matched->matches sent", "matches sent->alert sent", "alert->received")
 
 
-def boundary_text(lat: Latency) -> str:
-    """The 70% phase's alerts by boundary (see ``Boundaries``)."""
+def boundary_text(lat: Latency, *, early: bool = True) -> str:
+    """A phase's alerts by boundary (see ``Boundaries``); ``early``: with the p99 of its
+    first 30 s."""
     b = boundaries(lat.rows, lat.started_ms)
-    return (
+    text = (
         f"{b.count} boundaries, {b.slow} of them with an alert over {SLOW_MS:.0f} ms "
-        f"(the slowest: {b.worst_ms:.0f} ms); p99 of the first {EARLIER_PHASE_S:.0f} s "
-        f"(the phase's length before session 16): {b.early_p99_ms:.0f} ms"
+        f"(the slowest: {b.worst_ms:.0f} ms)"
+    )
+    if not early:
+        return text
+    return (
+        f"{text}; p99 of the first {EARLIER_PHASE_S:.0f} s (the phase's length before "
+        f"session 16): {b.early_p99_ms:.0f} ms"
     )
 
 
@@ -596,6 +623,11 @@ def record(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     path.write_text(new)
 
 
+def aged_s(args: argparse.Namespace) -> float:
+    """Length of the ageing load before the ramp (none in a --quick run)."""
+    return 0.0 if args.quick else max(0.0, float(args.age_seconds))
+
+
 def lat_seconds(args: argparse.Namespace, *, low: bool = False) -> float:
     """Length of the 70% phase, or with ``low`` of the low-load phase (the ramp steps have
     their own)."""
@@ -617,6 +649,7 @@ def report(
     lat: Latency,
     low: Latency | None,
     ramp: Ramp,
+    aged: Latency | None = None,
 ) -> str:
     ms = lat.samples_ms
     p50, p90, p99 = _percentiles(lat)
@@ -646,6 +679,16 @@ def report(
         ),
         ("worker / bare consumer", f"{tp.sustained / base:.2f}", ""),
     ]
+    if aged is not None:
+        a50, _, a99 = _percentiles(aged)
+        rows.append(
+            (
+                f"worker age: {aged.rate:,.0f} posts/s for {aged_s(args):.0f} s before the ramp",
+                f"{aged.achieved:,.0f} sent; worker {aged.cpu_share:.0%} of a core; p50/p99 "
+                f"{a50:.0f}/{a99:.0f} ms; {boundary_text(aged, early=False)}",
+                "",
+            )
+        )
     for step, why in ramp.steps:
         s50, _, s99 = _percentiles(step)
         first, last = thirds_p50(step) if step.samples_ms else (float("nan"),) * 2
@@ -791,6 +834,16 @@ def main() -> int:
         "phase then uses the catch-up rate)",
     )
     parser.add_argument("--ramp-seconds", type=float, default=20.0, help="length of a ramp step")
+    parser.add_argument(
+        "--age-seconds",
+        type=float,
+        default=AGE_S,
+        help="seconds of live load before the ramp, so that the ramp and the 70%% phase find "
+        "the worker's windows full (0: none; see Worker age)",
+    )
+    parser.add_argument(
+        "--age-rate", type=float, default=AGE_RATE, help="posts/s of that live load"
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument(
         "--worker-env",
@@ -802,6 +855,7 @@ def main() -> int:
     args = parser.parse_args()
     n_posts = min(args.posts, 30_000) if args.quick else args.posts
     duration_s = lat_seconds(args)
+    age_s = aged_s(args)
     ramp_rates = [float(r) for r in args.ramp.split(",") if r.strip()]
     if args.quick:
         ramp_rates = ramp_rates[:1]
@@ -859,6 +913,20 @@ def main() -> int:
                 )
                 print(f"lag after the low-load phase: {lag_by_topic(worker)}", file=sys.stderr)
                 asyncio.run(wait_caught_up(worker, 120))
+            aged = None
+            if age_s > 0 and ramp_rates:
+                aged = asyncio.run(
+                    measure_latency(
+                        bootstrap,
+                        prefix,
+                        args.age_rate,
+                        args.brands,
+                        age_s,
+                        worker,
+                        label="worker age",
+                    )
+                )
+                print(f"lag after the ageing load: {lag_by_topic(worker)}", file=sys.stderr)
             ramp = Ramp()
             if ramp_rates:
                 ramp = asyncio.run(
@@ -888,7 +956,7 @@ def main() -> int:
                 args.keep_log.write_bytes(worker.log_path.read_bytes())
             worker.stop()
             broker.down()
-    text = report(args, tp, base, lat, low, ramp)
+    text = report(args, tp, base, lat, low, ramp, aged)
     print(text)
     if not args.no_record and not args.quick:
         record(text)
