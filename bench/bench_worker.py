@@ -92,12 +92,12 @@ with earlier runs, which took the 70% of it.
 Worker age (since session 19): before the ramp the worker gets `--age-seconds` (600) of
 live load at `--age-rate` (20,000 posts/s), as long as the benchmark's keyword windows (10
 minutes).  A worker's cost per post grows while its windows fill: at 20,000 posts/s one
-took 65% of a core in its second minute and 90% in its twelfth, still rising (BENCHMARKS.md,
-session 19).  Until session 18 the ramp ran on a worker 2-3 minutes old, so its sustained
-rate was a young worker's, and the 70% phase, minutes later, found the worker dearer than
-the ramp had.  Now the ramp and the 70% phase measure a worker that has been running, as
-one in production has.  The aged row gives the worker's CPU and latency over those 10
-minutes.
+took 67-68% of a core in its first six minutes and 75-83% from its ninth, where its memory
+levelled off (BENCHMARKS.md, session 19).  Until session 18 the ramp ran on a worker 2-3
+minutes old, so its sustained rate was a young worker's, and the 70% phase, minutes later,
+found the worker dearer than the ramp had.  Now the ramp and the 70% phase measure a
+worker that has been running, as one in production has.  The worker-age row gives its CPU
+and latency over those 10 minutes (after them its latency still grows: session 19).
 The latency phases' load generator prepares post bodies, keys and partitions before its clock
 starts and sends, every 5 ms, the posts due as one batch per partition (acks=all): about 0.2
 of a core at 23,000 posts/s.  "Sent" and the worker's CPU are measured over the generator's
@@ -398,12 +398,12 @@ def thirds_p50(lat: Latency) -> tuple[float, float]:
 
 
 EARLIER_PHASE_S = 30.0
+"""Length of the 70% phase before session 16 (its p99 is still reported, to compare)."""
 AGE_S = 600.0
 """Live load before the ramp: the benchmark's keyword windows are 10 minutes long, and a
 worker's cost per post grows while they fill (see Worker age)."""
 AGE_RATE = 20_000.0
 """Posts/s of that load: the throughput target."""
-"""Length of the 70% phase before session 16 (its p99 is still reported, to compare)."""
 
 
 @dataclass(frozen=True)
