@@ -852,7 +852,8 @@ class Detector:
 
         Step buckets (counts, authors, samples: the per-hit data) at every advance, so
         a busy brand frees a step's worth at a time (once a minute, every brand freed a
-        minute's at once: the slowest sweep of all, 0.2 s for 1,000 busy brands);
+        minute's at once: the slowest sweep of all, 0.2 s for 1,000 busy brands), and
+        the samples that no later window can list (``Series.prune_samples``);
         baseline and adaptive history only when a new ten-minute tile starts (their
         scans cost more).
         """
@@ -861,6 +862,7 @@ class Detector:
         for series in state.series.values():
             if series.prune_steps(step_before):
                 pruned = True
+            series.prune_samples(now_ms, prev_ms)
         # running counts moved on from boundary ``now_ms`` only read buckets from
         # ``now_ms - window`` on (see _counts): still valid.  From an earlier boundary
         # they may subtract a bucket just dropped: rebuilt on demand

@@ -206,6 +206,12 @@ def load_state(data: bytes, segment: SegmentReader | None = None) -> BrandState:
     except (KeyError, TypeError, AttributeError) as exc:
         msg = f"brand state for {obj.get('brand')!r} is malformed: missing or bad {exc}"
         raise ValueError(msg) from None
+    if state.last_boundary_ms is not None:
+        # a segment is written once, as its buckets are sealed, and the samples pruned
+        # from them since (``Series.prune_samples``) come back with it: pruned again, the
+        # state is the one written, and the detector's next prune may stop early again
+        for series in state.series.values():
+            series.prune_samples(state.last_boundary_ms, None)
     return state
 
 

@@ -297,6 +297,46 @@ class Series:
             return True
         return False
 
+    def prune_samples(self, before_ms: int, pruned_ms: int | None) -> None:
+        """Drop the samples no window can list any more: those with ``SAMPLES_PER_BUCKET``
+        better ones in their own or later buckets before ``before_ms``.
+
+        ``before_ms`` is the last evaluated boundary: every window still to come ends
+        after it, so one that holds a sample's bucket holds every bucket from there to
+        ``before_ms`` too, and lists only its top ``SAMPLES_PER_BUCKET``.  What is left
+        is the same whatever the boundaries pruned at on the way (a sample dropped at
+        one is dropped at every later one, and the samples that outrank it are never
+        dropped before it), so the live worker and ``backtest`` hold the same samples.
+
+        ``pruned_ms``: the boundary of the last call (None: none, or not known).  Buckets
+        are read newest first, and the walk stops once none of the best samples seen is
+        from a bucket at or after ``pruned_ms``: the older buckets were pruned against
+        those same samples then.  At the benchmark's load a brand's series holds about
+        4 hits a second, so without this nearly every hit of the last 10 minutes stayed
+        in memory as a sample with its text (BENCHMARKS.md, session 20).
+        """
+        keys, records = self.keys, self.records
+        limit = SAMPLES_PER_BUCKET
+        best: list[tuple[tuple[int, str], int]] = []
+        """The top samples of the buckets read so far, best first: (sample key, bucket)."""
+        for j in range(bisect_left(keys, before_ms) - 1, -1, -1):
+            k = keys[j]
+            if pruned_ms is not None and k < pruned_ms and all(b < pruned_ms for _, b in best):
+                break
+            rec = records[k]
+            if len(rec) == 3:
+                continue
+            if len(best) == limit:
+                worst = best[-1][0]
+                if sample_key(rec[3]) > worst:  # its best is outranked five times over
+                    records[k] = rec[:3]
+                    continue
+            merged = sorted([*best, *((sample_key(s), k) for s in rec[3:])])[:limit]
+            kept = sum(1 for _, b in merged if b == k)
+            if kept < len(rec) - 3:
+                records[k] = rec[: 3 + kept]
+            best = merged
+
     def prune_history(self, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop baseline and adaptive history buckets older than the given times."""
         # called once per ten-minute tile.  Not triggered by the first key inserted: a

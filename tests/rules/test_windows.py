@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 
 import orjson
 from hypothesis import example, given, settings
@@ -184,3 +185,76 @@ def test_bucket_records_leave_the_cyclic_garbage_collector() -> None:
     assert type(held[0][1]) is set and len(held[0][1]) == SMALL_AUTHORS + 4 + 7
     assert len(series.records) == 41
     assert not any(gc.is_tracked(s) for r in series.records.values() for s in r[3:])
+
+
+def _sample_ids(series: Series) -> dict[int, list[str]]:
+    return {k: [s[1] for s in r[3:]] for k, r in series.records.items()}
+
+
+def _skyline(series: Series, before_ms: int) -> dict[int, list[str]]:
+    """The samples of ``series`` that fewer than 5 better ones (in their own bucket or a
+    later one before ``before_ms``) outrank: the definition, by brute force."""
+    held = [(k, s) for k, r in series.records.items() for s in r[3:]]
+    out: dict[int, list[str]] = {k: [] for k in series.records}
+    for k, s in held:
+        better = [1 for k2, s2 in held if k <= k2 < before_ms and (-s2[0], s2[1]) < (-s[0], s[1])]
+        if k >= before_ms or len(better) < 5:
+            out[k].append(s[1])
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    per_step=st.lists(st.lists(st.integers(0, 30), max_size=9), min_size=1, max_size=40),
+    every=st.integers(1, 6),
+    widths=st.lists(st.integers(1, 45), min_size=1, max_size=4),
+)
+def test_pruned_samples_change_no_window_still_to_come(
+    per_step: list[list[int]], every: int, widths: list[int]
+) -> None:
+    """Hits arrive a step at a time (the followers of each), the boundary moves on, and
+    one series is pruned every ``every`` steps: every window evaluated at every boundary
+    lists the same samples as in a series never pruned, and what is held is exactly the
+    samples that fewer than five outrank later on (however often it was pruned)."""
+    step = 1_000
+    kept, whole = Series(), Series()
+    pruned_at: int | None = None
+    n = 0
+    for i, followers_of in enumerate(per_step):
+        for followers in followers_of:
+            ts = i * step + n % step
+            for series in (kept, whole):
+                series.add(ts, step, False, followers, f"a{n}", f"p{n:04d}", None,
+                           (followers, f"p{n:04d}"), tuple)  # fmt: skip
+            n += 1
+        boundary = (i + 1) * step
+        for w in widths:
+            lo = boundary - w * step
+            assert kept.window_samples(lo, boundary) == whole.window_samples(lo, boundary)
+        if i % every == 0:
+            kept.prune_samples(boundary, pruned_at)
+            pruned_at = boundary
+    if pruned_at is not None:
+        assert _sample_ids(kept) == _skyline(whole, pruned_at)
+        whole.prune_samples(pruned_at, None)  # pruned once, at the last boundary
+        assert _sample_ids(whole) == _sample_ids(kept)
+
+
+def test_a_long_window_of_busy_buckets_keeps_a_few_dozen_samples() -> None:
+    """Ten minutes of 1 s buckets with 4 hits each in random order of reach: 2,400
+    samples unpruned; pruned, about 5 x ln(2,400) (the expected skyline of random ranks),
+    and the buckets keep their counts, reach and authors."""
+    rnd = random.Random(7)
+    series = Series()
+    for n in range(2_400):
+        ts = n * 250
+        followers = rnd.randrange(1_000_000)
+        series.add(ts, 1_000, False, followers, f"a{n}", f"p{n:05d}", None,
+                   (followers, f"p{n:05d}"), tuple)  # fmt: skip
+    before = (series.window_count(0, 600_000), series.window_reach(0, 600_000),
+              series.window_authors(0, 600_000))  # fmt: skip
+    series.prune_samples(600_000, None)
+    held = sum(len(r) - 3 for r in series.records.values())
+    assert 20 <= held <= 80
+    assert (series.window_count(0, 600_000), series.window_reach(0, 600_000),
+            series.window_authors(0, 600_000)) == before  # fmt: skip
