@@ -315,8 +315,15 @@ class Detector:
         if plan is None:
             return due
         incidents = state.incidents
-        if incidents and not self._all_steady(state, plan, holding=True):
-            return due
+        if incidents:
+            # the same for every hit between two advances (only an advance changes the
+            # incidents, and it moves the last boundary), and a busy brand's hits are
+            # many: worked out once per boundary
+            steady = state.cache.get("steady")
+            if steady is None or steady[0] != last or steady[1] is not plan:
+                steady = state.cache["steady"] = (last, plan, self._all_steady(state, plan, True))
+            if not steady[2]:
+                return due
         if ts >= last + plan.max_window_ms or len(state.dedup) > ADVANCE_AFTER_IDS:
             return due
         if totals is None:

@@ -317,25 +317,33 @@ class Series:
         """
         keys, records = self.keys, self.records
         limit = SAMPLES_PER_BUCKET
-        best: list[tuple[tuple[int, str], int]] = []
-        """The top samples of the buckets read so far, best first: (sample key, bucket)."""
+        best: list[tuple[int, str, int]] = []
+        """The top samples of the buckets read so far, best first: (-followers, post id,
+        bucket), ``sample_key`` order."""
+        fresh = False
+        """Some of ``best`` is from a bucket at or after ``pruned_ms``."""
+        full = False  # ``best`` holds ``limit`` samples, the last of them (worst_f, worst_id)
+        worst_f, worst_id = 0, ""
+        old_from = -(2**62) if pruned_ms is None else pruned_ms  # None: read every bucket
         for j in range(bisect_left(keys, before_ms) - 1, -1, -1):
             k = keys[j]
-            if pruned_ms is not None and k < pruned_ms and all(b < pruned_ms for _, b in best):
+            if k < old_from and not fresh:
                 break
             rec = records[k]
             if len(rec) == 3:
                 continue
-            if len(best) == limit:
-                worst = best[-1][0]
-                if sample_key(rec[3]) > worst:  # its best is outranked five times over
-                    records[k] = rec[:3]
-                    continue
-            merged = sorted([*best, *((sample_key(s), k) for s in rec[3:])])[:limit]
-            kept = sum(1 for _, b in merged if b == k)
+            top = rec[3]
+            if full and (top[0] < worst_f or (top[0] == worst_f and top[1] > worst_id)):
+                records[k] = rec[:3]  # its best is outranked five times over
+                continue
+            merged = sorted([*best, *((-s[0], s[1], k) for s in rec[3:])])[:limit]
+            kept = sum(1 for m in merged if m[2] == k)
             if kept < len(rec) - 3:
                 records[k] = rec[: 3 + kept]
             best = merged
+            fresh = any(m[2] >= old_from for m in merged)
+            if len(merged) == limit:
+                full, worst_f, worst_id = True, -merged[-1][0], merged[-1][1]
 
     def prune_history(self, hist_before_ms: int, tile_before_ms: int) -> None:
         """Drop baseline and adaptive history buckets older than the given times."""
