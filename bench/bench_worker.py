@@ -213,6 +213,14 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_gb(pid: int) -> float:
+    """Resident memory of a process (GB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
 def measure_throughput(worker: WorkerProcess, n_posts: int, timeout_s: float) -> Throughput:
     assert worker.proc is not None
     samples: list[tuple[float, float, float]] = []
@@ -266,6 +274,8 @@ class Latency:
     """CPU seconds per wall second the worker got while the posts were sent."""
     backlog: float = float("nan")
     """Posts sent but not yet consumed by the worker when the generator stopped."""
+    rss_gb: float = float("nan")
+    """The worker's resident memory when the generator stopped."""
     rows: list[dict[str, object]] = field(default_factory=list)
     """Per counted alert: boundary, type, latency and hops (ms), for ``--dump``."""
     started_ms: int = 0
@@ -352,6 +362,7 @@ async def measure_latency(
     backlog = consumed0 + run.sent - consumed
     elapsed = time.monotonic() - t0
     cpu_share = (cpu_s(worker_pid) - cpu0) / elapsed
+    rss = rss_gb(worker_pid)
     achieved = run.sent / run.send_s
     print(f"{label}: sent {run.sent:,} posts ({run.alarms} alarms)", file=sys.stderr)
     await asyncio.sleep((STEP_MS + LATENESS_MS) / 1000 + 2.0)
@@ -387,6 +398,7 @@ async def measure_latency(
     lat.started_ms = int(started_ms)
     lat.cpu_share = cpu_share
     lat.backlog = backlog
+    lat.rss_gb = rss
     print(f"{label} at {rate:,.0f} posts/s, hops: {hop_summary(lat)}", file=sys.stderr)
     return lat
 
@@ -684,7 +696,8 @@ def report(
         rows.append(
             (
                 f"worker age: {aged.rate:,.0f} posts/s for {aged_s(args):.0f} s before the ramp",
-                f"{aged.achieved:,.0f} sent; worker {aged.cpu_share:.0%} of a core; p50/p99 "
+                f"{aged.achieved:,.0f} sent; worker {aged.cpu_share:.0%} of a core, "
+                f"{aged.rss_gb:.2f} GB resident at the end; p50/p99 "
                 f"{a50:.0f}/{a99:.0f} ms; {boundary_text(aged, early=False)}",
                 "",
             )
@@ -733,7 +746,8 @@ def report(
         ("hops at 70%, p50/p99 each", hop_summary(lat), ""),
         (
             "worker CPU while the 70% load was sent",
-            f"{lat.cpu_share:.0%} of a core, {lat.per_cpu_s:,.0f} posts/CPU-s",
+            f"{lat.cpu_share:.0%} of a core, {lat.per_cpu_s:,.0f} posts/CPU-s; "
+            f"{lat.rss_gb:.2f} GB resident at the end",
             "",
         ),
         ("consumer lag right after the 70% phase", lag_text(lat.lag_after), ""),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.bench_worker import CONSUMED, counter_total
+from bench.bench_worker import CONSUMED, counter_total, rss_gb
 from streams.metrics import WorkerMetrics
 
 
@@ -56,3 +57,13 @@ def test_counter_total_sums_the_counters_samples_and_nothing_else() -> None:
 def test_counter_total_of_a_metric_not_on_the_page_is_zero() -> None:
     page = _Page(CollectorRegistry())
     assert counter_total(page, CONSUMED) == 0.0  # type: ignore[arg-type]
+
+
+def test_resident_memory_is_read_off_proc_in_gigabytes() -> None:
+    """The benchmark reports the worker's memory at the end of a phase: a 50 MB buffer
+    held by this process shows in what it reads."""
+    before = rss_gb(os.getpid())
+    held = bytearray(50_000_000)
+    held[::4096] = b"x" * len(held[::4096])  # touch every page
+    assert 0.04 < rss_gb(os.getpid()) - before < 0.2
+    del held
