@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
+HEAP_COMPACT_AT = 4
+"""A partition's schedule is rebuilt from its live entries when it holds this many entries
+per brand of the partition (``DetectStage._schedule``)."""
+
+
 @lru_cache(maxsize=1 << 14)
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (murmur2, as aiokafka/Java).
@@ -292,7 +297,17 @@ class DetectStage:
         current = self._due.get(brand)
         if current is None or due_ms < current:
             self._due[brand] = due_ms
-            heapq.heappush(self._heaps.setdefault(partition, []), (due_ms, brand))
+            heap = self._heaps.setdefault(partition, [])
+            heapq.heappush(heap, (due_ms, brand))
+            brands = self._brands_by_partition.get(partition, ())
+            if len(heap) > HEAP_COMPACT_AT * (len(brands) + 16):
+                # an entry superseded by an earlier one stays until its own time comes, and
+                # brands scheduled ahead and then, hit, sooner left them faster than they
+                # came due (125-300 a second at the worker benchmark's load, 95,000 after
+                # 12 minutes: BENCHMARKS.md, session 20): keep only the live ones
+                due = self._due
+                heap[:] = [e for e in heap if due.get(e[1]) == e[0]]
+                heapq.heapify(heap)
 
     def state(self, brand: str) -> BrandState:
         st = self.states.get(brand)

@@ -612,3 +612,19 @@ def test_commit_event_times_keeps_each_partitions_newest(rules_dir: Path) -> Non
     # an older time later leaves a partition's newest as it was
     match.commit_event_times([(1, 0), (1, 1)])
     assert match.clock.report(1_500)[1].max_event_ms == newest[1]
+
+
+def test_the_schedule_keeps_its_superseded_entries_bounded(rules_dir: Path) -> None:
+    """A brand scheduled far ahead and then earlier, over and over, leaves its superseded
+    entries in the partition's heap; past a few per brand the heap keeps only live ones,
+    and the brand is still due at its earliest time."""
+    _, _, _, detect, _ = make(rules_dir)
+    partition = next(p for p in range(PARTS) if detect.brands_of(p))
+    brand = detect.brands_of(partition)[0]
+    n = len(detect.brands_of(partition))
+    for i in range(1_000):
+        detect._schedule(partition, brand, 10**9 - i)  # each one earlier: every push stays
+    heap = detect._heaps[partition]
+    assert len(heap) <= 4 * (n + 16) + 1
+    assert min(heap) == (10**9 - 999, brand)
+    assert [e for e in heap if e[1] == brand and e[0] == 10**9 - 999] == [min(heap)]
