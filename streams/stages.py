@@ -36,8 +36,8 @@ _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 HEAP_COMPACT_AT = 4
-"""A partition's schedule is rebuilt from its live entries when it holds this many entries
-per brand of the partition (``DetectStage._schedule``)."""
+"""A partition's schedule is rebuilt from its live entries when it holds more than this many
+entries per brand of the partition, plus 16 brands' worth (``DetectStage._schedule``)."""
 
 
 @lru_cache(maxsize=1 << 14)
