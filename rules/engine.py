@@ -49,6 +49,30 @@ class MatcherLike(Protocol):
     def match(self, post: Post) -> list[BrandMatch]: ...
 
 
+SCHEDULE_SLACK = 4
+"""A schedule's heap is rebuilt from its live entries when it holds more than this many
+entries per brand due, plus 16 brands' worth (``schedule``)."""
+
+
+def schedule(heap: list[tuple[int, str]], due_of: dict[str, int], brand: str, due_ms: int) -> None:
+    """Make ``brand`` due at ``due_ms`` unless it is due sooner: ``due_of`` holds each brand's
+    live time, ``heap`` (a heap of (time, brand)) every time pushed; a popped entry that is
+    not its brand's live time is skipped.
+
+    A superseded entry stays until its own time comes, and brands scheduled ahead and then,
+    hit, sooner left them faster than they came due (125-300 a second at the worker
+    benchmark's load, 220,000 after 19 minutes: BENCHMARKS.md, session 20); past
+    ``SCHEDULE_SLACK`` a brand the heap keeps only the live ones.
+    """
+    current = due_of.get(brand)
+    if current is None or due_ms < current:
+        due_of[brand] = due_ms
+        heapq.heappush(heap, (due_ms, brand))
+        if len(heap) > SCHEDULE_SLACK * (len(due_of) + 16):
+            heap[:] = [e for e in heap if due_of.get(e[1]) == e[0]]
+            heapq.heapify(heap)
+
+
 @dataclass(slots=True)
 class EngineStats:
     """Counters of one Engine run."""
@@ -122,12 +146,8 @@ class Engine:
                 result, due = count(state, post, match)
                 if result == "counted":
                     stats.hits += 1
-                    if due is None:
-                        continue
-                    current = due_of.get(brand)
-                    if current is None or due < current:
-                        due_of[brand] = due
-                        heapq.heappush(self._heap, (due, brand))
+                    if due is not None:
+                        schedule(self._heap, due_of, brand, due)
                 elif result == "late":
                     stats.late += 1
                 elif result == "duplicate":
@@ -153,10 +173,7 @@ class Engine:
         return self._ordered(collected)
 
     def _schedule(self, brand: str, due_ms: int) -> None:
-        current = self._due.get(brand)
-        if current is None or due_ms < current:
-            self._due[brand] = due_ms
-            heapq.heappush(self._heap, (due_ms, brand))
+        schedule(self._heap, self._due, brand, due_ms)
 
     def _advance_due(self, target_ms: int) -> list[AlertEvent]:
         collected: list[tuple[int, str, int, AlertEvent]] = []

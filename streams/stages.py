@@ -21,6 +21,7 @@ from aiokafka.partitioner import murmur2
 
 from rules.deadletter import dead_letter
 from rules.detect import AlertEvent, BrandState, dump_state, load_state
+from rules.engine import schedule
 from rules.errors import InvalidPost
 from rules.model import Hit, VelocityRule
 from rules.post import decode_post
@@ -33,11 +34,6 @@ from streams.rulesource import RuleHolder
 
 log = logging.getLogger(__name__)
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-
-
-HEAP_COMPACT_AT = 4
-"""A partition's schedule is rebuilt from its live entries when it holds more than this many
-entries per brand of the partition, plus 16 brands' worth (``DetectStage._schedule``)."""
 
 
 @lru_cache(maxsize=1 << 14)
@@ -294,20 +290,7 @@ class DetectStage:
         return self._brands_by_partition.get(partition, [])
 
     def _schedule(self, partition: int, brand: str, due_ms: int) -> None:
-        current = self._due.get(brand)
-        if current is None or due_ms < current:
-            self._due[brand] = due_ms
-            heap = self._heaps.setdefault(partition, [])
-            heapq.heappush(heap, (due_ms, brand))
-            brands = self._brands_by_partition.get(partition, ())
-            if len(heap) > HEAP_COMPACT_AT * (len(brands) + 16):
-                # an entry superseded by an earlier one stays until its own time comes, and
-                # brands scheduled ahead and then, hit, sooner left them faster than they
-                # came due (125-300 a second at the worker benchmark's load, 95,000 after
-                # 12 minutes: BENCHMARKS.md, session 20): keep only the live ones
-                due = self._due
-                heap[:] = [e for e in heap if due.get(e[1]) == e[0]]
-                heapq.heapify(heap)
+        schedule(self._heaps.setdefault(partition, []), self._due, brand, due_ms)
 
     def state(self, brand: str) -> BrandState:
         st = self.states.get(brand)

@@ -621,10 +621,9 @@ def test_the_schedule_keeps_its_superseded_entries_bounded(rules_dir: Path) -> N
     _, _, _, detect, _ = make(rules_dir)
     partition = next(p for p in range(PARTS) if detect.brands_of(p))
     brand = detect.brands_of(partition)[0]
-    n = len(detect.brands_of(partition))
     for i in range(1_000):
         detect._schedule(partition, brand, 10**9 - i)  # each one earlier: every push stays
     heap = detect._heaps[partition]
-    assert len(heap) <= 4 * (n + 16) + 1
+    assert len(heap) <= 4 * (len(detect._due) + 16) + 1
     assert min(heap) == (10**9 - 999, brand)
     assert [e for e in heap if e[1] == brand and e[0] == 10**9 - 999] == [min(heap)]
