@@ -317,6 +317,8 @@ class MatchLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=BATCH_MAX,
+            fetch_min_bytes=self.settings.fetch_min_bytes,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             metadata_max_age_ms=5_000,
             **self.settings.security.aiokafka_kwargs(),
         )

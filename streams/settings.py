@@ -19,6 +19,17 @@ head, so its cost is per write-back (at 1,000 busy brands, 2 s took 5-9% of a co
 than 5 s; BENCHMARKS.md, session 9); a restart replays at most this much more of ``matches``."""
 STATE_FLUSH_MAX_S = 60.0
 """Upper bound of CRISISWATCH_STATE_FLUSH_S: unwritten states are replayed after a restart."""
+FETCH_MIN_BYTES_DEFAULT = 65_536
+"""Default of CRISISWATCH_FETCH_MIN_BYTES: the broker answers the match loop's fetch of
+``posts`` once this much is there (or ``FETCH_MAX_WAIT_DEFAULT_MS`` has passed).  With 1 byte
+(Kafka's default) a worker that keeps up fetches as fast as the broker answers, a few dozen
+posts each time, and every fetch and match slice has its fixed cost: at 24,500 posts/s
+64 KiB took the worker from 67% to 56-61% of a core for ~5 ms more post -> matched
+(BENCHMARKS.md, session 21)."""
+FETCH_MAX_WAIT_DEFAULT_MS = 10
+"""Default of CRISISWATCH_FETCH_MAX_WAIT: the most a fetch of ``posts`` waits for
+``CRISISWATCH_FETCH_MIN_BYTES`` (what a post may wait at a low rate; an idle worker asks the
+broker this often)."""
 
 
 class SettingsError(CrisiswatchError):
@@ -115,6 +126,10 @@ class Settings:
     """How often watermark ticks go to the detector when nothing else flows."""
     state_flush_s: float = STATE_FLUSH_DEFAULT_S
     """How often changed brand states are written back to the table (and their events acked)."""
+    fetch_min_bytes: int = FETCH_MIN_BYTES_DEFAULT
+    """The match loop's fetches of ``posts`` wait for this many bytes ..."""
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_DEFAULT_MS
+    """... or this long, whichever comes first."""
     log_level: str = "INFO"
     app_id: str = "crisiswatch-worker"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -215,6 +230,12 @@ class Settings:
                 f"CRISISWATCH_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR; got {log_level!r}"
             )
             raise SettingsError(msg)
+        fetch_wait = parse_duration_ms(
+            get("FETCH_MAX_WAIT", f"{FETCH_MAX_WAIT_DEFAULT_MS}ms"), "CRISISWATCH_FETCH_MAX_WAIT"
+        )
+        if not 1 <= fetch_wait <= 500:
+            msg = f"CRISISWATCH_FETCH_MAX_WAIT: expected from 1ms to 500ms; got {fetch_wait} ms"
+            raise SettingsError(msg)
         return Settings(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             topic_prefix=prefix,
@@ -231,6 +252,8 @@ class Settings:
             idle_partition_s=number("IDLE_PARTITION_S", 2.0),
             tick_interval_s=max(0.05, number("TICK_INTERVAL_S", 0.5)),
             state_flush_s=bounded("STATE_FLUSH_S", STATE_FLUSH_DEFAULT_S, STATE_FLUSH_MAX_S),
+            fetch_min_bytes=integer("FETCH_MIN_BYTES", FETCH_MIN_BYTES_DEFAULT, 1, 16 << 20),
+            fetch_max_wait_ms=fetch_wait,
             log_level=log_level,
             app_id=get("APP_ID", f"{prefix}-worker"),
             security=security,

@@ -15,6 +15,7 @@ def test_defaults() -> None:
     assert s.app_id == "crisiswatch-worker"
     assert s.security.protocol == "PLAINTEXT"
     assert s.state_flush_s == 5.0
+    assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (65_536, 10)
 
 
 def test_values_are_read_and_typed() -> None:
@@ -27,6 +28,8 @@ def test_values_are_read_and_typed() -> None:
             "CRISISWATCH_WEB_PORT": "7001",
             "CRISISWATCH_STORE": "memory://",
             "CRISISWATCH_STATE_FLUSH_S": "0.25",
+            "CRISISWATCH_FETCH_MIN_BYTES": "1",
+            "CRISISWATCH_FETCH_MAX_WAIT": "250ms",
         }
     )
     assert s.topic("alerts") == "acme-prod.alerts"
@@ -34,6 +37,7 @@ def test_values_are_read_and_typed() -> None:
     assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (12, 90_000, 5_000, 7001)
     assert s.store == "memory://"
     assert s.state_flush_s == 0.25
+    assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (1, 250)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +75,18 @@ def test_values_are_read_and_typed() -> None:
             "often",
             "CRISISWATCH_STATE_FLUSH_S: expected a number from 0 to 60; got 'often'",
         ),
+        (
+            "CRISISWATCH_FETCH_MIN_BYTES",
+            "0",
+            "CRISISWATCH_FETCH_MIN_BYTES: expected an integer from 1 to 16777216; got '0'",
+        ),
+        (
+            "CRISISWATCH_FETCH_MAX_WAIT",
+            "1s",
+            "CRISISWATCH_FETCH_MAX_WAIT: expected from 1ms to 500ms; got 1000 ms",
+        ),
+        ("CRISISWATCH_FETCH_MAX_WAIT", "0ms", "CRISISWATCH_FETCH_MAX_WAIT: expected from 1ms"),
+        ("CRISISWATCH_FETCH_MAX_WAIT", "10", "CRISISWATCH_FETCH_MAX_WAIT: expected a duration"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> None:
