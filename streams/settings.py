@@ -19,17 +19,17 @@ head, so its cost is per write-back (at 1,000 busy brands, 2 s took 5-9% of a co
 than 5 s; BENCHMARKS.md, session 9); a restart replays at most this much more of ``matches``."""
 STATE_FLUSH_MAX_S = 60.0
 """Upper bound of CRISISWATCH_STATE_FLUSH_S: unwritten states are replayed after a restart."""
-FETCH_MIN_BYTES_DEFAULT = 65_536
-"""Default of CRISISWATCH_FETCH_MIN_BYTES: the broker answers the match loop's fetch of
-``posts`` once this much is there (or ``FETCH_MAX_WAIT_DEFAULT_MS`` has passed).  With 1 byte
-(Kafka's default) a worker that keeps up fetches as fast as the broker answers, a few dozen
-posts each time, and every fetch and match slice has its fixed cost: at 24,500 posts/s
-64 KiB took the worker from 67% to 56-61% of a core for ~5 ms more post -> matched
-(BENCHMARKS.md, session 21)."""
-FETCH_MAX_WAIT_DEFAULT_MS = 10
-"""Default of CRISISWATCH_FETCH_MAX_WAIT: the most a fetch of ``posts`` waits for
-``CRISISWATCH_FETCH_MIN_BYTES`` (what a post may wait at a low rate; an idle worker asks the
-broker this often)."""
+FETCH_MIN_BYTES_DEFAULT = 1
+"""Default of CRISISWATCH_FETCH_MIN_BYTES (Kafka's): the broker answers the match loop's
+fetch of ``posts`` as soon as it has anything.  A higher minimum makes fewer, fuller fetches:
+64 KiB (with a 10 ms wait) took a young worker from 67% to 56-61% of a core at 24,500
+posts/s and from 25% to 19% at 2,000, but saved nothing on a worker ten minutes old (its
+sweeps already hold the match loop back long enough to fill each fetch) and added 5-8 ms
+between a post's send and its match (BENCHMARKS.md, session 21)."""
+FETCH_MAX_WAIT_DEFAULT_MS = 500
+"""Default of CRISISWATCH_FETCH_MAX_WAIT (Kafka's): the most a fetch of ``posts`` waits for
+``CRISISWATCH_FETCH_MIN_BYTES`` (what a post may wait at a low rate; an idle worker asks
+the broker this often)."""
 
 
 class SettingsError(CrisiswatchError):

@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert s.app_id == "crisiswatch-worker"
     assert s.security.protocol == "PLAINTEXT"
     assert s.state_flush_s == 5.0
-    assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (65_536, 10)
+    assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (1, 500)
 
 
 def test_values_are_read_and_typed() -> None:
@@ -28,8 +28,8 @@ def test_values_are_read_and_typed() -> None:
             "CRISISWATCH_WEB_PORT": "7001",
             "CRISISWATCH_STORE": "memory://",
             "CRISISWATCH_STATE_FLUSH_S": "0.25",
-            "CRISISWATCH_FETCH_MIN_BYTES": "1",
-            "CRISISWATCH_FETCH_MAX_WAIT": "250ms",
+            "CRISISWATCH_FETCH_MIN_BYTES": "65536",
+            "CRISISWATCH_FETCH_MAX_WAIT": "10ms",
         }
     )
     assert s.topic("alerts") == "acme-prod.alerts"
@@ -37,7 +37,7 @@ def test_values_are_read_and_typed() -> None:
     assert (s.partitions, s.lateness_ms, s.step_ms, s.web_port) == (12, 90_000, 5_000, 7001)
     assert s.store == "memory://"
     assert s.state_flush_s == 0.25
-    assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (1, 250)
+    assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (65_536, 10)
 
 
 @pytest.mark.parametrize(
