@@ -769,6 +769,263 @@ def test_a_count_that_can_just_reach_the_ratios_floor_makes_the_brand_due_at_onc
     assert _types(d.advance(s, 1_501_000)) == [(OPENED, 1_501_000, "medium")]
 
 
+@pytest.mark.parametrize("kept", ["warming", "span"])
+@settings(max_examples=200, deadline=None)
+@given(ops=_ops(4, 90))
+def test_a_warm_up_end_within_the_horizon_kept_once_reached_equals_the_bucket_sweep(
+    kept: str, ops: list[tuple[int, int, str]]
+) -> None:
+    """While a rule's warm-up ends after the last boundary but within the horizon, a
+    count that reached its minimum at the first boundary past the warm-up is kept
+    (``(rule, "warming")``) instead of summed and swept again at every call, and so is a
+    span from the warm-up's end that holds the rule's ``min_count`` (``(rule, "span")``).
+    After any mix of hits (late ones too), advances, jumps and tidies, the answer for any
+    horizon (a long one before shorter ones), ``next_due_ms`` and every event equal those
+    of a state whose kept answer is dropped before each call."""
+    d = Detector(
+        ruleset(
+            keyword("a", min_count=2, window_ms=3_000),
+            velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0, min_count=3,
+                     warmup_ms=6_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    plan = d._plans["acme"]
+    key = ("v", kept)
+
+    def check(s: BrandState, bare: BrandState) -> None:
+        lo = s.last_boundary_ms
+        if lo is not None and s.first_hit_ms is not None:
+            for hi in (lo + 30_000, lo + 1_000, lo + 5_000):
+                bare.cache.pop(key, None)
+                assert d._next_candidate(s, plan, lo, hi) == d._next_candidate(bare, plan, lo, hi)
+
+    s, bare = _lockstep(d, ops, key, 2, check)
+    assert {k: i.incident_id for k, i in s.incidents.items()} == {
+        k: i.incident_id for k, i in bare.incidents.items()
+    }
+
+
+def test_a_busy_rule_whose_warm_up_ends_within_the_horizon_is_swept_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy brand's velocity rule reaches its minimum long before its warm-up ends;
+    once the warm-up's end is within the horizon (a window and a resolve after the
+    newest hit) every advance asked again where the rule could first hold, a sum of its
+    window and a bucket sweep each time (the worker benchmark's sweeps took three times
+    as long from then on).  The answer is kept until the warm-up end, the minimum (the
+    ratio's floor, per baseline minute) or the rule changes."""
+    import rules.detect
+
+    d = Detector(
+        ruleset(velocity("v", window_ms=10 * MIN, baseline_ms=60 * MIN, min_count=20, ratio=0.1,
+                         warmup_ms=30 * MIN)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    s = d.new_state("acme")
+    for n in range(1_300):  # a mention a second: 600 a window, the floor 60
+        d.observe(s, hit(n, n * 1_000))
+    d.advance(s, 1_200_000, tidy=False)  # the warm-up ends at 1,800 s: within the horizon
+    swept: list[int] = []
+    real = rules.detect._first_reaching
+
+    def counted(*args: object, **kwargs: object) -> int | None:
+        swept.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rules.detect, "_first_reaching", counted)
+    plan = d._plans["acme"]
+    first = d._next_candidate(s, plan, 1_200_000, 2_000_000)
+    assert first == 1_800_000
+    assert s.cache[("v", "warming")][:2] == (1_799_000, 60)
+    calls = len(swept)
+    for lo in range(1_201_000, 1_210_000, 1_000):
+        assert d._next_candidate(s, plan, lo, 2_000_000) == 1_800_000
+    assert len(swept) == calls  # kept: no sweep of v's window
+    # a reloaded rule set (new plans) does not use what the old one kept
+    d2 = Detector(d.ruleset, lateness_ms=0, step_ms=1_000)
+    assert d2._next_candidate(s, d2._plans["acme"], 1_200_000, 2_000_000) == 1_800_000
+    assert len(swept) == calls + 1
+
+
+def test_a_rule_reaching_its_minimum_only_after_its_warm_up_end_is_not_kept() -> None:
+    """Only a count reached at the first boundary past the warm-up is kept: one reached
+    later (hits ahead of the watermark, as a long lateness allows) is asked again, and
+    moves earlier when hits fill the first window."""
+    d = Detector(
+        ruleset(velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0, min_count=3,
+                         warmup_ms=6_000)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    plan = d._plans["acme"]
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 10_000))  # the first hit: the warm-up ends at 16 s
+    d.advance(s, 11_000)
+    for n in range(1, 4):
+        d.observe(s, hit(n, 17_500))  # the window ending at 18 s holds 3, at 16 s none
+    assert d._next_candidate(s, plan, 11_000, 40_000) == 18_000
+    assert ("v", "warming") not in s.cache
+    assert d._next_candidate(s, plan, 11_000, 40_000) == 18_000
+    for n in range(4, 7):
+        d.observe(s, hit(n, 13_000))
+    assert d._next_candidate(s, plan, 11_000, 40_000) == 16_000
+    assert s.cache[("v", "warming")][:2] == (15_000, 3)
+    assert d._next_candidate(s, plan, 12_000, 40_000) == 16_000
+
+
+def test_a_kept_warm_up_answer_is_dropped_when_the_ratios_floor_rises() -> None:
+    """The floor (ratio x baseline level) is cached per baseline minute and only ever
+    rises when it is worked out again (hits counted later into its baseline); a count
+    kept as reaching the old floor is then summed again against the new one."""
+    d = Detector(
+        ruleset(velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0, min_count=3,
+                         warmup_ms=70_000)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    plan = d._plans["acme"]
+    rp = plan.rules[0]
+    s = d.new_state("acme")
+    for n in range(30):  # 30 in the baseline of the window ending at 70 s: level 2, floor 3
+        d.observe(s, hit(n, n * 1_600))
+    d.advance(s, 50_000)
+    for n in range(5):  # 5 in the window ending at 70 s, where the warm-up ends
+        d.observe(s, hit(100 + n, 67_000 + n * 100))
+    assert d._next_candidate(s, plan, 50_000, 200_000) == 70_000
+    assert s.cache[("v", "warming")][:2] == (69_000, 3)
+    for n in range(60):  # 90 in that baseline: level 6, floor 6 once worked out again
+        d.observe(s, hit(200 + n, 55_000 + n * 50))
+    d._ratio_floor(s, rp, 200_000)  # the floor of another minute replaces the cached one
+    assert d._ratio_floor(s, rp, 70_000)[0] == 6
+    assert d._next_candidate(s, plan, 50_000, 200_000) != 70_000
+
+
+def _warming_detector(min_count: int = 3, warmup_ms: int = 6_000) -> Detector:
+    return Detector(
+        ruleset(velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0,
+                         min_count=min_count, warmup_ms=warmup_ms)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+
+
+def test_a_span_kept_as_holding_the_minimum_counts_only_for_horizons_as_long() -> None:
+    """The span from the warm-up's end is kept as holding ``min_count`` up to the
+    horizon it was summed to: a shorter horizon may hold fewer (hits ahead of the
+    watermark, as a long lateness allows), and is summed again."""
+    d = _warming_detector()
+    plan = d._plans["acme"]
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 10_000))  # the warm-up ends at 16 s
+    d.advance(s, 11_000)
+    for n in range(1, 4):
+        d.observe(s, hit(n, 100_500))
+    # the span [12 s, 200 s) holds 3; no window up to the minute's last (63 s) does: due
+    # where the next minute's windows start
+    assert d._next_candidate(s, plan, 11_000, 200_000) == 64_000
+    assert s.cache[("v", "span")][0::2] == (15_000, 200_000)
+    # the span [12 s, 70 s) holds none: the rule can hold nowhere before 70 s
+    assert d._next_candidate(s, plan, 11_000, 70_000) is None
+
+
+def test_kept_warm_up_answers_are_not_used_for_another_warm_up_end_or_rule() -> None:
+    d = _warming_detector()
+    plan = d._plans["acme"]
+    s = d.new_state("acme")
+    d.observe(s, hit(0, 20_500))  # the warm-up ends at 27 s
+    d.advance(s, 11_000)
+    for n in range(1, 4):
+        d.observe(s, hit(n, 25_000))  # 3 in the window ending at 27 s
+    assert d._next_candidate(s, plan, 11_000, 200_000) == 27_000
+    assert s.cache[("v", "warming")][:2] == (26_000, 3)
+    d.observe(s, hit(4, 12_500))  # an earlier first hit: the warm-up ends at 19 s
+    # the window ending at 19 s holds 1: the first to hold 3 ends just after 25 s
+    assert d._next_candidate(s, plan, 11_000, 200_000) == 26_000
+    # a reloaded rule (same id) needs 10: the span kept for 3 does not hold it
+    d10 = _warming_detector(min_count=10)
+    assert ("v", "span") in s.cache
+    assert d10._next_candidate(s, d10._plans["acme"], 11_000, 200_000) is None
+
+
+def test_running_counts_stand_for_the_span_only_without_the_bucket_leaving() -> None:
+    """Past the warm-up, the running counts at the last boundary less the bucket that
+    leaves the window at the next step bound the span's count from below; the hits of
+    that bucket do not count."""
+    # too few authors: no incident opens
+    d = Detector(
+        ruleset(velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0, min_count=3,
+                         warmup_ms=0, min_authors=10_000)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    plan = d._plans["acme"]
+    s = d.new_state("acme")
+    for n in range(3):
+        d.observe(s, hit(n, 16_500))  # all in the bucket leaving the window at 21 s
+    d.advance(s, 20_000, tidy=False)
+    assert s.cache["run"] == (20_000, [3])
+    assert d._next_candidate(s, plan, 20_000, 200_000) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 400_000), min_size=1, max_size=300),
+    st.integers(0, 400_000),
+    st.integers(0, 400_000),
+)
+def test_a_spans_history_minutes_bound_its_buckets_count(
+    times: list[int], lo: int, span: int
+) -> None:
+    """``_span_bound``: the history minutes over a span hold at least its buckets' hits
+    (or None where the buckets are no more than the minutes)."""
+    from rules.detect import _span_bound
+
+    d = Detector(ruleset(keyword("a", min_count=1)), lateness_ms=0, step_ms=1_000)
+    s = d.new_state("acme")
+    for n, t in enumerate(times):
+        d.observe(s, hit(n, t))
+    series = s.series["mentions"]
+    bound = _span_bound(series, lo, lo + span)
+    assert bound is None or bound >= series.window_count(lo, lo + span)
+    buckets = len(series.window_keys(lo, lo + span))
+    assert (bound is None) == (buckets <= (lo + span - floor_to(lo, HIST_MS)) // HIST_MS + 1)
+
+
+def test_a_busy_brand_below_its_floor_is_not_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy brand's velocity rule that cannot reach its floor within the minute is
+    answered from the history minutes of its span (11), not from a sum of its window's
+    600 buckets, and the answer is the same."""
+    import rules.detect
+
+    d = Detector(
+        ruleset(velocity("v", window_ms=10 * MIN, baseline_ms=60 * MIN, min_count=20,
+                         warmup_ms=0, min_authors=10_000)),
+        lateness_ms=0,
+        step_ms=1_000,
+    )  # fmt: skip
+    s = d.new_state("acme")
+    for n in range(1_500):  # one a second: 600 a window, the floor 3 x 600
+        d.observe(s, hit(n, n * 1_000))
+    d.advance(s, 1_500_000, tidy=False)
+    summed: list[int] = []
+    real = rules.detect._window_at
+
+    def counted(*args: object, **kwargs: object) -> tuple[int, int, int]:
+        summed.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rules.detect, "_window_at", counted)
+    plan = d._plans["acme"]
+    got = d._next_candidate(s, plan, 1_500_000, 3_000_000)
+    assert summed == []
+    monkeypatch.setattr(rules.detect, "_span_bound", lambda *_: None)
+    assert d._next_candidate(s, plan, 1_500_000, 3_000_000) == got
+    assert summed == [1]
+
+
 def test_running_counts_answer_only_for_their_own_boundary_and_past_warm_up() -> None:
     """The running counts bound the next step's window only at the boundary they were
     counted at, and a rule still in its warm-up is never due before the warm-up ends."""
