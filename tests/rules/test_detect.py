@@ -690,6 +690,22 @@ def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
     assert open_(s) == open_(bare)
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Replace ``rules.detect.<name>`` with a wrapper that appends 1 per call to the list
+    returned."""
+    import rules.detect
+
+    calls: list[int] = []
+    real = getattr(rules.detect, name)
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rules.detect, name, counted)
+    return calls
+
+
 def test_a_busy_rule_is_due_at_the_next_step_without_a_bucket_sweep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -697,7 +713,6 @@ def test_a_busy_rule_is_due_at_the_next_step_without_a_bucket_sweep(
     floor (here a ratio of 0.5) is due at every step: ``next_due_ms`` answers from the
     running counts (a window of 600 buckets was summed twice and swept once per step and
     brand)."""
-    import rules.detect
 
     d = Detector(
         ruleset(velocity("v", window_ms=60_000, baseline_ms=600_000, min_count=20, ratio=0.5,
@@ -711,14 +726,7 @@ def test_a_busy_rule_is_due_at_the_next_step_without_a_bucket_sweep(
     d.advance(s, 1_500_000, tidy=False)  # as the worker's sweep: tidied at write-back
     assert s.incidents == {}  # too few authors
     assert s.cache["run"][0] == 1_500_000
-    swept: list[int] = []
-    real = rules.detect._first_reaching
-
-    def counted(*args: object, **kwargs: object) -> int | None:
-        swept.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rules.detect, "_first_reaching", counted)
+    swept = _count_calls(monkeypatch, "_first_reaching")
     assert d.next_due_ms(s) == 1_501_000
     assert swept == []  # answered from the running counts
     s.cache.pop("run")
@@ -816,7 +824,6 @@ def test_a_busy_rule_whose_warm_up_ends_within_the_horizon_is_swept_once(
     window and a bucket sweep each time (the worker benchmark's sweeps took three times
     as long from then on).  The answer is kept until the warm-up end, the minimum (the
     ratio's floor, per baseline minute) or the rule changes."""
-    import rules.detect
 
     d = Detector(
         ruleset(velocity("v", window_ms=10 * MIN, baseline_ms=60 * MIN, min_count=20, ratio=0.1,
@@ -828,14 +835,7 @@ def test_a_busy_rule_whose_warm_up_ends_within_the_horizon_is_swept_once(
     for n in range(1_300):  # a mention a second: 600 a window, the floor 60
         d.observe(s, hit(n, n * 1_000))
     d.advance(s, 1_200_000, tidy=False)  # the warm-up ends at 1,800 s: within the horizon
-    swept: list[int] = []
-    real = rules.detect._first_reaching
-
-    def counted(*args: object, **kwargs: object) -> int | None:
-        swept.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rules.detect, "_first_reaching", counted)
+    swept = _count_calls(monkeypatch, "_first_reaching")
     plan = d._plans["acme"]
     first = d._next_candidate(s, plan, 1_200_000, 2_000_000)
     assert first == 1_800_000
@@ -854,12 +854,7 @@ def test_a_rule_reaching_its_minimum_only_after_its_warm_up_end_is_not_kept() ->
     """Only a count reached at the first boundary past the warm-up is kept: one reached
     later (hits ahead of the watermark, as a long lateness allows) is asked again, and
     moves earlier when hits fill the first window."""
-    d = Detector(
-        ruleset(velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0, min_count=3,
-                         warmup_ms=6_000)),
-        lateness_ms=0,
-        step_ms=1_000,
-    )  # fmt: skip
+    d = _warming_detector()
     plan = d._plans["acme"]
     s = d.new_state("acme")
     d.observe(s, hit(0, 10_000))  # the first hit: the warm-up ends at 16 s
@@ -880,12 +875,7 @@ def test_a_kept_warm_up_answer_is_dropped_when_the_ratios_floor_rises() -> None:
     """The floor (ratio x baseline level) is cached per baseline minute and only ever
     rises when it is worked out again (hits counted later into its baseline); a count
     kept as reaching the old floor is then summed again against the new one."""
-    d = Detector(
-        ruleset(velocity("v", window_ms=4_000, baseline_ms=60_000, ratio=1.0, min_count=3,
-                         warmup_ms=70_000)),
-        lateness_ms=0,
-        step_ms=1_000,
-    )  # fmt: skip
+    d = _warming_detector(warmup_ms=70_000)
     plan = d._plans["acme"]
     rp = plan.rules[0]
     s = d.new_state("acme")
@@ -1010,14 +1000,7 @@ def test_a_busy_brand_below_its_floor_is_not_swept(monkeypatch: pytest.MonkeyPat
     for n in range(1_500):  # one a second: 600 a window, the floor 3 x 600
         d.observe(s, hit(n, n * 1_000))
     d.advance(s, 1_500_000, tidy=False)
-    summed: list[int] = []
-    real = rules.detect._window_at
-
-    def counted(*args: object, **kwargs: object) -> tuple[int, int, int]:
-        summed.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rules.detect, "_window_at", counted)
+    summed = _count_calls(monkeypatch, "_window_at")
     plan = d._plans["acme"]
     got = d._next_candidate(s, plan, 1_500_000, 3_000_000)
     assert summed == []
