@@ -22,10 +22,10 @@ STATE_FLUSH_MAX_S = 60.0
 FETCH_MIN_BYTES_DEFAULT = 1
 """Default of CRISISWATCH_FETCH_MIN_BYTES (Kafka's): the broker answers the match loop's
 fetch of ``posts`` as soon as it has anything.  A higher minimum makes fewer, fuller fetches:
-64 KiB (with a 10 ms wait) took a young worker from 67% to 56-61% of a core at 24,500
-posts/s and from 25% to 19% at 2,000, but saved nothing on a worker ten minutes old (its
-sweeps already hold the match loop back long enough to fill each fetch) and added 5-8 ms
-between a post's send and its match (BENCHMARKS.md, session 21)."""
+64 KiB (with a 10 ms wait) took a young worker from 58-67% to 56-61% of a core at 24,500
+posts/s (within the noise) and from 25% to 19% at 2,000, but saved nothing on a worker ten
+minutes old (its sweeps already hold the match loop back long enough to fill each fetch)
+and added 5-8 ms between a post's send and its match (BENCHMARKS.md, session 21)."""
 FETCH_MAX_WAIT_DEFAULT_MS = 500
 """Default of CRISISWATCH_FETCH_MAX_WAIT (Kafka's): the most a fetch of ``posts`` waits for
 ``CRISISWATCH_FETCH_MIN_BYTES`` (what a post may wait at a low rate; an idle worker asks
