@@ -1,6 +1,7 @@
 """Sweep probe: what the worker's detect stage costs per boundary, offline, over time.
 
     .venv/bin/python bench/sweepprobe.py [--rate 24500] [--seconds 300] [--surge 1m,6m,3m]
+                                         [--preload 200000]
 
 The worker benchmark's load (``bench/worker_load.py``: 1,000 brands, each with two
 keyword rules, a velocity rule and the alarm rule) through ``MatchStage`` and
@@ -19,11 +20,19 @@ The benchmark's velocity rule has a 30-minute warm-up, which a run of minutes ne
 leaves.  ``--surge WINDOW,BASELINE,WARMUP`` rewrites that rule (e.g. ``1m,6m,3m``) so a
 run of minutes gets past the warm-up and fills the baseline, as every busy brand of a
 production worker is (BENCHMARKS.md, session 14).
+
+``--preload N`` first feeds N posts as the worker benchmark pre-loads them (2,000 a second
+of event time, ending 10 minutes before the run), so the velocity rule's warm-up ends
+where it does in the benchmark (its ~19th minute), and the garbage collector is set up as
+in the worker (no automatic full collections; what lives from the start, and what each
+write-back kept, frozen).  Each report also gives the resident size and the frozen count.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import random
 import sys
 import tempfile
@@ -38,6 +47,7 @@ from worker_load import (
     ALARM_EVERY_S,
     LATENESS_MS,
     PARTITIONS,
+    PRELOAD_EVENT_RATE,
     STEP_MS,
     alarm_text,
     post_bytes,
@@ -47,6 +57,7 @@ from worker_load import (
 
 from rules.watermark import PartitionReport
 from rules.windows import floor_to
+from streams.app import freeze_long_lived, freeze_young, no_automatic_full_gc
 from streams.codecs import Tick, encode_batch
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
@@ -57,6 +68,12 @@ CHUNK_MS = 100
 FLUSH_MS = 2_000
 """Event time between tidies (the worker's state write-back, ``CRISISWATCH_STATE_FLUSH_S``)."""
 START_MS = 1_795_800_000_000
+
+
+def rss_mb() -> float:
+    """This process's resident size (``/proc/self/statm``), MB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def rewrite_surge(directory: Path, spec: str) -> None:
@@ -79,6 +96,12 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=60, help="report every this many seconds")
     parser.add_argument("--brands", type=int, default=1000)
     parser.add_argument("--surge", help="the velocity rule's WINDOW,BASELINE,WARMUP")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        help="posts before the run, as the worker benchmark's pre-load (e.g. 200000)",
+    )
     args = parser.parse_args()
     brands = Path(tempfile.mkdtemp(prefix="sweepprobe-")) / "brands"
     write_brands(brands, args.brands)
@@ -102,18 +125,13 @@ def main() -> int:
     spent = [0.0, 0, 0.0, 0, 0.0]
     matched = [0.0, 0]
     """CPU seconds in ``MatchStage.process`` (this thread's), posts."""
-    print(f"{args.brands} brands, {args.rate:,} posts/s, surge rule {args.surge or 'as is'}")
-    for chunk in range(args.seconds * 1000 // CHUNK_MS):
-        t0 = START_MS + chunk * CHUNK_MS
-        clock[0] = t0 + CHUNK_MS
+
+    def feed(texts_at: list[tuple[int, str]], now: int, seq: int) -> None:
+        """Match these posts and send each matches partition its record, as the worker."""
+        nonlocal n, alerts
+        clock[0] = now
         records = []
-        for j in range(per_chunk):
-            ts = t0 + j * CHUNK_MS // per_chunk
-            if ts - START_MS >= alarms * ALARM_EVERY_S * 1000:  # as the benchmark's alarms
-                text = post_text(rng, args.brands, alarm_text(alarms))
-                alarms += 1
-            else:
-                text = pool[n % len(pool)]
+        for ts, text in texts_at:
             p = n % PARTITIONS
             value = post_bytes(n, text, ts, ts, rng)
             records.append(
@@ -129,12 +147,12 @@ def main() -> int:
         hits: list[list] = [[] for _ in range(PARTITIONS)]
         for h in out.hits:
             hits[partition_for(h.brand, PARTITIONS)].append(h)
-        reports = {p: PartitionReport(newest[p], False, clock[0]) for p in range(PARTITIONS)}
+        reports = {p: PartitionReport(newest[p], False, now) for p in range(PARTITIONS)}
         tick = Tick("probe", reports)
         for p in range(PARTITIONS):
             merger = detect.mergers.get(p)
             before = None if merger is None else merger.watermark_ms
-            rec = Record("matches", p, chunk, None, encode_batch(hits[p], tick))
+            rec = Record("matches", p, seq, None, encode_batch(hits[p], tick))
             got = DetectOutput()
             started = time.perf_counter()
             for _ in detect.steps((rec,), got, lambda: False):
@@ -147,12 +165,53 @@ def main() -> int:
             )
             spent[0 if crossed else 2] += took
             spent[1 if crossed else 3] += 1
+
+    print(f"{args.brands} brands, {args.rate:,} posts/s, surge rule {args.surge or 'as is'}")
+    # the worker's garbage collection: no automatic full collections, what lives from the
+    # start frozen, what each write-back kept frozen after it
+    no_automatic_full_gc()
+    freeze_long_lived()
+    if args.preload:
+        # as the benchmark's pre-load (worker_load.preload): PRELOAD_EVENT_RATE posts a
+        # second of event time, ending 10 minutes before the live posts begin
+        started = time.perf_counter()
+        span_ms = args.preload * 1000 // PRELOAD_EVENT_RATE
+        t0 = START_MS - span_ms - 600_000
+        step = PRELOAD_EVENT_RATE * CHUNK_MS // 1000
+        for seq, first in enumerate(range(0, args.preload, step)):
+            batch = [
+                (t0 + i * span_ms // args.preload, post_text(rng, args.brands))
+                for i in range(first, min(first + step, args.preload))
+            ]
+            feed(batch, batch[-1][0] + CHUNK_MS, -1_000_000 + seq)
+        for brand in list(detect._untidy):
+            detect.tidy(brand)
+        freeze_young()
+        print(
+            f"pre-loaded {args.preload:,} posts ({span_ms // 1000} s of event time) in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
+        spent = [0.0, 0, 0.0, 0, 0.0]
+        matched = [0.0, 0]
+    for chunk in range(args.seconds * 1000 // CHUNK_MS):
+        t0 = START_MS + chunk * CHUNK_MS
+        batch = []
+        for j in range(per_chunk):
+            ts = t0 + j * CHUNK_MS // per_chunk
+            if ts - START_MS >= alarms * ALARM_EVERY_S * 1000:  # as the benchmark's alarms
+                batch.append((ts, post_text(rng, args.brands, alarm_text(alarms))))
+                alarms += 1
+            else:
+                batch.append((ts, pool[(n + j) % len(pool)]))
+        feed(batch, t0 + CHUNK_MS, chunk)
         if (chunk + 1) % (FLUSH_MS // CHUNK_MS) == 0:
             # as the worker's state write-back: each advanced brand is tidied (forgets
             # the post ids and buckets behind its last boundary)
             started = time.perf_counter()
             for brand in list(detect._untidy):
                 detect.tidy(brand)
+            freeze_young()
             spent[4] += time.perf_counter() - started
         if (chunk + 1) % (args.every * 1000 // CHUNK_MS) == 0:
             t = (chunk + 1) * CHUNK_MS // 1000
@@ -163,7 +222,8 @@ def main() -> int:
                 f"other record {other:5.2f} ms ({spent[3]}), "
                 f"detect {(spent[0] + spent[2]) / args.every * 1000:6.1f} ms per second, "
                 f"tidy {spent[4] / args.every * 1000:5.1f} ms per second, "
-                f"match {matched[0] / max(1, matched[1]) * 1e6:5.2f} us per post",
+                f"match {matched[0] / max(1, matched[1]) * 1e6:5.2f} us per post, "
+                f"RSS {rss_mb():,.0f} MB, frozen {gc.get_freeze_count():,}",
                 flush=True,
             )
             spent = [0.0, 0, 0.0, 0, 0.0]
