@@ -11,7 +11,7 @@ the match loop sends them.  Every ``--every`` seconds of event time it prints th
 time of a boundary record (one that moves its partition's watermark to a new step
 boundary: the sweep of its ~250 brands) and of the other records (counting hits), and
 the time spent tidying the advanced brands every 2 s of event time (as the worker's state
-write-back does first: forgetting post ids and buckets behind each one's last boundary),
+write-back does first: forgetting the buckets and samples behind each one's last boundary),
 and the match stage's CPU time a post (this thread's, between the detect records as in
 the worker: 10.7-11.5 us where ``MatchStage.process`` alone on the same posts took 7.9-8.2,
 BENCHMARKS.md, session 16).
@@ -207,7 +207,7 @@ def main() -> int:
         feed(batch, t0 + CHUNK_MS, chunk)
         if (chunk + 1) % (FLUSH_MS // CHUNK_MS) == 0:
             # as the worker's state write-back: each advanced brand is tidied (forgets
-            # the post ids and buckets behind its last boundary)
+            # the buckets and samples behind its last boundary)
             started = time.perf_counter()
             for brand in list(detect._untidy):
                 detect.tidy(brand)

@@ -174,6 +174,23 @@ def _steady(rp: RulePlan, inc: Incident) -> bool:
     return rule.kind == "keyword" and not rule.escalate and inc.severity == rule.severity
 
 
+def _forget_ids(dedup: dict[str, int], boundary_ms: int) -> None:
+    """Forget the ids of posts created before ``boundary_ms``, the boundary just evaluated.
+
+    Such a post is late from now on, copies included (lateness is checked first), so its
+    id need not be kept.  At every advance, the worker's too (``advance(tidy=False)``):
+    a brand keeping more than ``ADVANCE_AFTER_IDS`` ids is due at the next boundary, and
+    while the ids it had when advanced waited for its write-back (up to
+    ``CRISISWATCH_STATE_FLUSH_S``), every hit made it due at every step until then: 2.5
+    advances of each busy brand per write-back on the worker benchmark's load, a third of
+    all hits scheduling one (BENCHMARKS.md, session 22).  A brand advanced each step keeps
+    about lateness + step of ids (its state's head is mostly these).
+    """
+    if dedup:
+        for post_id in [p for p, ts in dedup.items() if ts < boundary_ms]:
+            del dedup[post_id]
+
+
 def _adopted(state: BrandState, plan: BrandPlan) -> bool:
     """``state`` has been brought in line with ``plan`` (see ``Detector._adopt``)."""
     return state.cache.get("plan") is plan
@@ -660,9 +677,11 @@ class Detector:
         """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
 
         Idempotent for the same watermark; a watermark behind the last boundary
-        does nothing.  ``tidy=False`` leaves forgetting what no window reads (post
-        ids, expired buckets: a third of the work) to a later ``tidy`` call, so the
-        caller can send the alerts first; decisions are the same either way.
+        does nothing.  ``tidy=False`` leaves forgetting what no window reads (expired
+        buckets and samples: a third of the work) to a later ``tidy`` call, so the
+        caller can send the alerts first; decisions are the same either way.  The ids
+        of posts created before the last boundary are forgotten either way
+        (``_forget_ids``).
         """
         plan = self._plans.get(state.brand)
         if plan is None:
@@ -701,12 +720,14 @@ class Detector:
         state.cache["run"] = (run_at, counts)
         self._move_quiet(state, plan, prev, target)
         state.last_boundary_ms = target
+        _forget_ids(state.dedup, target)
         if tidy:
-            self._tidy(state, plan, prev, target)
+            self._prune(state, plan, prev, target)
         return events
 
     def tidy(self, state: BrandState, prev_ms: int | None) -> None:
-        """What ``advance(..., tidy=False)`` left: forget what no window reads any more.
+        """What ``advance(..., tidy=False)`` left: forget the buckets and samples no window
+        reads any more.
 
         ``prev_ms``: the brand's last boundary before the first of those advances.
         Never changes a decision (an unpruned bucket or a kept id is only never read).
@@ -714,18 +735,7 @@ class Detector:
         plan = self._plans.get(state.brand)
         target = state.last_boundary_ms
         if plan is not None and target is not None and target != prev_ms:
-            self._tidy(state, plan, prev_ms, target)
-
-    def _tidy(self, state: BrandState, plan: BrandPlan, prev_ms: int | None, target: int) -> None:
-        # a post created before the boundary just evaluated is late from now on, copies
-        # included (lateness is checked first): its id need not be kept.  At every
-        # advance, so a brand advanced each step keeps about lateness + step of ids
-        # (its state's head is mostly these), not a minute more
-        dedup = state.dedup
-        if dedup:
-            for post_id in [p for p, ts in dedup.items() if ts < target]:
-                del dedup[post_id]
-        self._prune(state, plan, prev_ms, target)
+            self._prune(state, plan, prev_ms, target)
 
     def _counts(
         self,

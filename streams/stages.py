@@ -489,8 +489,9 @@ class DetectStage:
                 continue  # superseded by an earlier schedule
             del self._due[brand]
             st = self.state(brand)
-            # forgetting expired buckets and post ids waits for the brand's write-back
-            # (``tidy``): a third of the sweep that the alerts no longer wait for
+            # forgetting expired buckets and samples waits for the brand's write-back
+            # (``tidy``): a third of the sweep that the alerts no longer wait for (old
+            # post ids are forgotten here: kept, they made the brand due at every step)
             self._untidy.setdefault(brand, st.last_boundary_ms)
             out.events.extend(detector.advance(st, watermark_ms, tidy=False))
             out.dirty[brand] = index

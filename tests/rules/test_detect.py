@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.detect import BrandState, Detector, dump_state
+from rules.detect import ADVANCE_AFTER_IDS, BrandState, Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
 from rules.model import EscalateStep
 from rules.plan import RulePlan, WindowFigures
@@ -80,6 +80,26 @@ def test_late_and_duplicate_hits_are_not_counted() -> None:
     assert events[0].data["window"]["count"] == 2
     # ids of evaluated posts are forgotten: the dedup map stays small
     assert s.dedup == {}
+
+
+def test_a_sweep_that_leaves_tidying_for_later_forgets_the_ids_behind_it_at_once() -> None:
+    """``advance(tidy=False)``, the worker's sweep, forgets the ids of posts created before
+    its boundary itself: left for the write-back, the more than ``ADVANCE_AFTER_IDS`` a
+    busy brand had when swept made each of its hits due at the next step until then."""
+    d = Detector(ruleset(keyword(min_count=1_000)), lateness_ms=0, step_ms=1_000)
+    s = d.new_state("acme")
+    for n in range(ADVANCE_AFTER_IDS + 8):
+        d.observe(s, hit(n, 10_000 + n * 100, "recall"))
+    assert d.hit_due_ms(s, 13_900) == 14_000  # more than ADVANCE_AFTER_IDS ids kept
+    d.advance(s, 14_000, tidy=False)
+    assert s.dedup == {}
+    assert d.observe(s, hit("a", 14_200, "recall")) == "counted"
+    assert d.hit_due_ms(s, 14_200) is None  # 41 hits, far from 1,000: nothing to do at 15 s
+    for n in range(ADVANCE_AFTER_IDS):
+        d.observe(s, hit(f"b{n}", 14_300, "recall"))
+    assert d.hit_due_ms(s, 14_300) == 15_000  # more than ADVANCE_AFTER_IDS since 14 s
+    assert d.observe(s, hit(3, 10_300, "recall")) == "late"  # a copy: behind the boundary
+    assert d.observe(s, hit("a", 14_200, "recall")) == "duplicate"
 
 
 def test_a_brand_advanced_every_step_keeps_only_the_open_windows_ids() -> None:
