@@ -730,7 +730,7 @@ class Detector:
         reads any more.
 
         ``prev_ms``: the brand's last boundary before the first of those advances.
-        Never changes a decision (an unpruned bucket or a kept id is only never read).
+        Never changes a decision (an unpruned bucket or sample is only never read).
         """
         plan = self._plans.get(state.brand)
         target = state.last_boundary_ms
