@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from rules.watermark import PartitionReport
 from rules.windows import floor_to
 from streams.app import freeze_long_lived, freeze_young, no_automatic_full_gc
 from streams.codecs import Tick, encode_batch
+from streams.memtrace import proc_status_kb
 from streams.metrics import WorkerMetrics
 from streams.rulesource import RuleHolder
 from streams.stages import DetectOutput, DetectStage, MatchStage, Record, partition_for
@@ -68,12 +68,6 @@ CHUNK_MS = 100
 FLUSH_MS = 2_000
 """Event time between tidies (the worker's state write-back, ``CRISISWATCH_STATE_FLUSH_S``)."""
 START_MS = 1_795_800_000_000
-
-
-def rss_mb() -> float:
-    """This process's resident size (``/proc/self/statm``), MB."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def rewrite_surge(directory: Path, spec: str) -> None:
@@ -223,7 +217,8 @@ def main() -> int:
                 f"detect {(spent[0] + spent[2]) / args.every * 1000:6.1f} ms per second, "
                 f"tidy {spent[4] / args.every * 1000:5.1f} ms per second, "
                 f"match {matched[0] / max(1, matched[1]) * 1e6:5.2f} us per post, "
-                f"RSS {rss_mb():,.0f} MB, frozen {gc.get_freeze_count():,}",
+                f"RSS {proc_status_kb('VmRSS')['VmRSS'] / 1000:,.0f} MB, "
+                f"frozen {gc.get_freeze_count():,}",
                 flush=True,
             )
             spent = [0.0, 0, 0.0, 0, 0.0]
