@@ -68,8 +68,6 @@ WRITE_BACK_REST_S = 0.03
 """The pause after each write-back slice: a write-back takes at most a seventh of the
 event loop (a third with 10 ms, and at 24,500 posts/s the match loop fell behind for
 as long as one ran: BENCHMARKS.md, session 13)."""
-FULL_GC_S = 600.0
-"""How often every object is collected (between, each write-back freezes what it kept)."""
 FULL_GC_THRESHOLD = 1_000_000_000
 """Generation-1 collections before an automatic full one: never (``no_automatic_full_gc``)."""
 TRIM_HEAP_S = 30.0
@@ -376,11 +374,13 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
                 gc.unfreeze()
                 freeze_long_lived()
 
-    @app.timer(FULL_GC_S)
-    async def full_gc() -> None:
-        # frozen objects are freed by reference counting, but cycles among them only
-        # by a full collection over everything: one pause every FULL_GC_S
-        full_collection()
+    if settings.full_gc_s > 0:
+
+        @app.timer(settings.full_gc_s)
+        async def full_gc() -> None:
+            # frozen objects are freed by reference counting, but cycles among them only
+            # by a full collection over everything: one pause every CRISISWATCH_FULL_GC_S
+            full_collection()
 
     @app.timer(TRIM_HEAP_S)
     async def trim_heap() -> None:
@@ -440,9 +440,11 @@ def full_collection() -> tuple[float, int, int]:
     """Unfreeze, collect everything and freeze again (``freeze_long_lived``), and log it:
     ``(milliseconds, objects frozen before, unreachable objects found)``.
 
-    The worker's ``full_gc`` timer, every ``FULL_GC_S``.  In the benchmark's and the
-    soak's workers it found next to nothing (0-5 unreachable objects over 140,000-210,000
-    frozen, 0.1-0.3 s; RELIABILITY.md, run T): it is there for cycles that grow old.
+    The worker's ``full_gc`` timer, every ``CRISISWATCH_FULL_GC_S`` (``Settings.full_gc_s``,
+    an hour by default).  In the benchmark's and the soak's workers it found next to
+    nothing (0-15 unreachable objects over 140,000-210,000 frozen; 0.1-0.3 s at the
+    600th second, 0.53 s at the 1,200th at 31,500 posts/s; RELIABILITY.md, run T;
+    BENCHMARKS.md, session 23): it is there for cycles that grow old.
     """
     frozen = gc.get_freeze_count()
     started = time.perf_counter()
@@ -476,7 +478,7 @@ def freeze_young() -> None:
 
 
 def no_automatic_full_gc() -> None:
-    """Leave full (generation 2) collections to the ``FULL_GC_S`` timer; the young
+    """Leave full (generation 2) collections to the ``full_gc`` timer; the young
     generations are collected as before.
 
     Between two state write-backs (each freezes what the worker kept) the objects that
@@ -484,7 +486,7 @@ def no_automatic_full_gc() -> None:
     few seconds: 24-84 ms pauses of the event loop at 24,500 posts/s, six or seven in
     40 s, none of which found anything to free (BENCHMARKS.md, session 13).  A cycle
     that becomes garbage only after reaching generation 2 now waits for the next full
-    collection, at most ``FULL_GC_S``.
+    collection, at most ``CRISISWATCH_FULL_GC_S`` (never with 0).
     """
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, FULL_GC_THRESHOLD)

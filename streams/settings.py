@@ -19,6 +19,16 @@ head, so its cost is per write-back (at 1,000 busy brands, 2 s took 5-9% of a co
 than 5 s; BENCHMARKS.md, session 9); a restart replays at most this much more of ``matches``."""
 STATE_FLUSH_MAX_S = 60.0
 """Upper bound of CRISISWATCH_STATE_FLUSH_S: unwritten states are replayed after a restart."""
+FULL_GC_DEFAULT_S = 3600.0
+"""Default of CRISISWATCH_FULL_GC_S: how often the worker collects everything, frozen objects
+included (``streams.app.full_collection``), a pause of the event loop that grows with the
+brands' windows: 308 ms at the worker's 600th second and 532 ms at its 1,200th at the
+worker benchmark's load, each finding 6-15 unreachable objects.  Every 600 s (until session
+23) one fell into the benchmark's measured phases, and near a core's limit the worker
+needed seconds to catch up after it (BENCHMARKS.md, session 23).  Once an hour, the pause
+and the catch-up are a small fraction of a percent of the time."""
+FULL_GC_MIN_S = 60.0
+"""Shortest CRISISWATCH_FULL_GC_S other than 0 (never): the pause is hundreds of ms."""
 FETCH_MIN_BYTES_DEFAULT = 1
 """Default of CRISISWATCH_FETCH_MIN_BYTES (Kafka's): the broker answers the match loop's
 fetch of ``posts`` as soon as it has anything.  A higher minimum makes fewer, fuller fetches:
@@ -126,6 +136,8 @@ class Settings:
     """How often watermark ticks go to the detector when nothing else flows."""
     state_flush_s: float = STATE_FLUSH_DEFAULT_S
     """How often changed brand states are written back to the table (and their events acked)."""
+    full_gc_s: float = FULL_GC_DEFAULT_S
+    """How often every object, frozen ones included, is collected (0: never)."""
     fetch_min_bytes: int = FETCH_MIN_BYTES_DEFAULT
     """The match loop's fetches of ``posts`` wait for this many bytes ..."""
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_DEFAULT_MS
@@ -236,6 +248,17 @@ class Settings:
         if not 1 <= fetch_wait <= 500:
             msg = f"CRISISWATCH_FETCH_MAX_WAIT: expected from 1ms to 500ms; got {fetch_wait} ms"
             raise SettingsError(msg)
+        raw_gc = get("FULL_GC_S", f"{FULL_GC_DEFAULT_S:g}")
+        try:
+            full_gc_s = float(raw_gc)
+        except ValueError:
+            full_gc_s = -1.0
+        if not (full_gc_s == 0 or FULL_GC_MIN_S <= full_gc_s <= 86_400):
+            msg = (
+                f"CRISISWATCH_FULL_GC_S: expected 0 (never) or a number from {FULL_GC_MIN_S:g} "
+                f"to 86400; got {raw_gc!r}"
+            )
+            raise SettingsError(msg)
         return Settings(
             kafka_bootstrap=get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             topic_prefix=prefix,
@@ -252,6 +275,7 @@ class Settings:
             idle_partition_s=number("IDLE_PARTITION_S", 2.0),
             tick_interval_s=max(0.05, number("TICK_INTERVAL_S", 0.5)),
             state_flush_s=bounded("STATE_FLUSH_S", STATE_FLUSH_DEFAULT_S, STATE_FLUSH_MAX_S),
+            full_gc_s=full_gc_s,
             fetch_min_bytes=integer("FETCH_MIN_BYTES", FETCH_MIN_BYTES_DEFAULT, 1, 16 << 20),
             fetch_max_wait_ms=fetch_wait,
             log_level=log_level,

@@ -1,24 +1,31 @@
 """``freeze_long_lived``: start-up objects leave the collector's reach; new cycles do not.
 ``no_automatic_full_gc``: full collections only when asked for; young cycles as before.
 ``freeze_young``: a write-back freezes what it kept, bucket records untracked first.
-``full_collection``: the full_gc timer reaches frozen cycles and logs what it found."""
+``full_collection``: the full_gc timer reaches frozen cycles and logs what it found; the
+timer runs every ``CRISISWATCH_FULL_GC_S`` (an hour by default), never with 0."""
 
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import weakref
+from pathlib import Path
 
 import pytest
 
 from rules.windows import Series
 from streams.app import (
     FULL_GC_THRESHOLD,
+    build_app,
     freeze_long_lived,
     freeze_young,
     full_collection,
     no_automatic_full_gc,
 )
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Node:
@@ -119,3 +126,29 @@ def test_the_full_collection_frees_frozen_cycles_logs_them_and_freezes_again(
         assert f"over {frozen} frozen objects, {found} unreachable" in line
     finally:
         gc.unfreeze()
+
+
+def _timers(settings: Settings) -> dict[str, float]:
+    """The worker's timers by function name, with their intervals (faust keeps each in
+    the closure of its ``around_timer``, which ``app.task`` wraps once more)."""
+    app = build_app(settings).app
+    timers: dict[str, float] = {}
+    for task in app._app_tasks:
+        around = inspect.getclosurevars(task).nonlocals.get("fun", task)
+        interval = inspect.getclosurevars(around).nonlocals.get("interval_s")
+        if interval is not None:
+            timers[task.__qualname__.rpartition(".")[2]] = interval
+    return timers
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 3600.0), ("90", 90.0), ("0", None)])
+def test_the_worker_collects_everything_every_full_gc_s_and_never_with_0(
+    tmp_path: Path, value: str | None, expected: float | None
+) -> None:
+    env = {"CRISISWATCH_STORE": "memory://", "CRISISWATCH_DATA_DIR": str(tmp_path)}
+    env["CRISISWATCH_RULES_DIR"] = str(ROOT / "brands")
+    if value is not None:
+        env["CRISISWATCH_FULL_GC_S"] = value
+    timers = _timers(Settings.from_env(env))
+    assert timers.get("full_gc") == expected
+    assert timers["trim_heap"] == 30.0  # the others are there either way

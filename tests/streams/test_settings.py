@@ -16,6 +16,7 @@ def test_defaults() -> None:
     assert s.security.protocol == "PLAINTEXT"
     assert s.state_flush_s == 5.0
     assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (1, 500)
+    assert s.full_gc_s == 3600.0
 
 
 def test_values_are_read_and_typed() -> None:
@@ -30,6 +31,7 @@ def test_values_are_read_and_typed() -> None:
             "CRISISWATCH_STATE_FLUSH_S": "0.25",
             "CRISISWATCH_FETCH_MIN_BYTES": "65536",
             "CRISISWATCH_FETCH_MAX_WAIT": "10ms",
+            "CRISISWATCH_FULL_GC_S": "600",
         }
     )
     assert s.topic("alerts") == "acme-prod.alerts"
@@ -38,6 +40,8 @@ def test_values_are_read_and_typed() -> None:
     assert s.store == "memory://"
     assert s.state_flush_s == 0.25
     assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (65_536, 10)
+    assert s.full_gc_s == 600.0
+    assert Settings.from_env({"CRISISWATCH_FULL_GC_S": "0"}).full_gc_s == 0  # never
 
 
 @pytest.mark.parametrize(
@@ -87,6 +91,16 @@ def test_values_are_read_and_typed() -> None:
         ),
         ("CRISISWATCH_FETCH_MAX_WAIT", "0ms", "CRISISWATCH_FETCH_MAX_WAIT: expected from 1ms"),
         ("CRISISWATCH_FETCH_MAX_WAIT", "10", "CRISISWATCH_FETCH_MAX_WAIT: expected a duration"),
+        (
+            "CRISISWATCH_FULL_GC_S",
+            "10",
+            "CRISISWATCH_FULL_GC_S: expected 0 (never) or a number from 60 to 86400; got '10'",
+        ),
+        (
+            "CRISISWATCH_FULL_GC_S",
+            "hourly",
+            "CRISISWATCH_FULL_GC_S: expected 0 (never) or a number from 60 to 86400; got 'hourly'",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, expected: str) -> None:
