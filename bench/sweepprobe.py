@@ -22,8 +22,9 @@ run of minutes gets past the warm-up and fills the baseline, as every busy brand
 production worker is (BENCHMARKS.md, session 14).
 
 ``--preload N`` first feeds N posts as the worker benchmark pre-loads them (2,000 a second
-of event time, ending 10 minutes before the run), so the velocity rule's warm-up ends
-where it does in the benchmark (its ~19th minute), and the garbage collector is set up as
+of event time, ending ``PRELOAD_GAP_MS`` before the run), so the velocity rule's warm-up ends
+where it does in the benchmark (after ~28 minutes; until session 23 the ~19th), and the
+garbage collector is set up as
 in the worker (no automatic full collections; what lives from the start, and what each
 write-back kept, frozen).  Each report also gives the resident size and the frozen count.
 """
@@ -47,6 +48,7 @@ from worker_load import (
     LATENESS_MS,
     PARTITIONS,
     PRELOAD_EVENT_RATE,
+    PRELOAD_GAP_MS,
     STEP_MS,
     alarm_text,
     post_bytes,
@@ -167,10 +169,10 @@ def main() -> int:
     freeze_long_lived()
     if args.preload:
         # as the benchmark's pre-load (worker_load.preload): PRELOAD_EVENT_RATE posts a
-        # second of event time, ending 10 minutes before the live posts begin
+        # second of event time, ending PRELOAD_GAP_MS before the live posts begin
         started = time.perf_counter()
         span_ms = args.preload * 1000 // PRELOAD_EVENT_RATE
-        t0 = START_MS - span_ms - 600_000
+        t0 = START_MS - span_ms - PRELOAD_GAP_MS
         step = PRELOAD_EVENT_RATE * CHUNK_MS // 1000
         for seq, first in enumerate(range(0, args.preload, step)):
             batch = [

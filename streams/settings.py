@@ -24,9 +24,10 @@ FULL_GC_DEFAULT_S = 3600.0
 included (``streams.app.full_collection``), a pause of the event loop that grows with the
 brands' windows: 308 ms at the worker's 600th second and 532 ms at its 1,200th at the
 worker benchmark's load, each finding 6-15 unreachable objects.  Every 600 s (until session
-23) one fell into the benchmark's measured phases, and near a core's limit the worker
-needed seconds to catch up after it (BENCHMARKS.md, session 23).  Once an hour, the pause
-and the catch-up are a small fraction of a percent of the time."""
+23) one fell into the benchmark's measured phases: the event loop stood still for 332 and
+598 ms, and the slowest boundary of an ageing row (534 ms) was one (BENCHMARKS.md, session
+23).  Once an hour, the pause and the catch-up after it are a small fraction of a percent
+of the time."""
 FULL_GC_MIN_S = 60.0
 """Shortest CRISISWATCH_FULL_GC_S other than 0 (never): the pause is hundreds of ms."""
 FETCH_MIN_BYTES_DEFAULT = 1

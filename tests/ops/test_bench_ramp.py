@@ -40,8 +40,11 @@ def test_a_step_is_kept_up_with_unless_posts_pile_up_or_latency_grows() -> None:
 def test_the_fastest_kept_up_step_is_held_first_then_the_next_slower() -> None:
     ramp = Ramp(steps=[(_lat(r), None) for r in (10_000, 20_000, 30_000)])
     ramp.steps.append((_lat(40_000), "posts not yet consumed"))
-    assert ramp.to_hold() == [30_000, 20_000][:HOLD_TRIES]
+    assert ramp.to_hold() == [30_000, 20_000, 10_000][:HOLD_TRIES]
     assert ramp.sustained == ramp.fastest_step == 30_000 - 3  # no hold yet: the fastest step
+    many = Ramp(steps=[(_lat(r * 5_000), None) for r in range(1, 10)])
+    assert many.to_hold() == [45_000, 40_000, 35_000, 30_000][:HOLD_TRIES]
+    assert len(many.to_hold()) == HOLD_TRIES
 
 
 def test_the_sustained_rate_is_the_hold_the_worker_kept_up_with() -> None:
