@@ -567,28 +567,24 @@ async def ramp_up(
     worker: WorkerProcess,
     hold_s: float = HOLD_S,
 ) -> Ramp:
+    async def judged(kind: str, rate: float, seconds: float) -> tuple[Latency, str | None]:
+        await wait_caught_up(worker, 120)
+        label = f"{kind} {rate:,.0f}/s"
+        lat = await measure_latency(bootstrap, prefix, rate, n_brands, seconds, worker, label=label)
+        why = keeps_up(lat, seconds)
+        print(f"{label}: {why or 'kept up'}", file=sys.stderr)
+        return lat, why
+
     ramp = Ramp()
     for rate in rates:
-        await wait_caught_up(worker, 120)
-        lat = await measure_latency(
-            bootstrap, prefix, rate, n_brands, step_s, worker, label=f"ramp {rate:,.0f}/s"
-        )
-        why = keeps_up(lat, step_s)
-        print(f"ramp {rate:,.0f}/s: {why or 'kept up'}", file=sys.stderr)
-        ramp.steps.append((lat, why))
-        if why is not None:
+        ramp.steps.append(await judged("ramp", rate, step_s))
+        if ramp.steps[-1][1] is not None:
             break
     # a step of 20 s can pass at 96-98% of a core with its latency tripling (session 22):
     # what the worker sustains, it keeps up with for a minute
     for rate in ramp.to_hold() if hold_s > 0 else []:
-        await wait_caught_up(worker, 120)
-        lat = await measure_latency(
-            bootstrap, prefix, rate, n_brands, hold_s, worker, label=f"hold {rate:,.0f}/s"
-        )
-        why = keeps_up(lat, hold_s)
-        print(f"hold {rate:,.0f}/s: {why or 'sustained'}", file=sys.stderr)
-        ramp.holds.append((lat, why))
-        if why is None:
+        ramp.holds.append(await judged("hold", rate, hold_s))
+        if ramp.holds[-1][1] is None:
             break
     return ramp
 
