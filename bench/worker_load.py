@@ -49,10 +49,11 @@ is among them, so the benchmark's velocity rule (warm-up 30 min) leaves its warm
 1,000 brands within the same few seconds, ~28 minutes after the start: after a full run.
 Until session 23 the gap was 10 minutes, and the warm-up ended at the worker's ~18th minute:
 in a run whose ramp and holds took long enough, inside the 70% phase, where 112-222 surge
-incidents opened in one boundary and the worker went from ~70% to 91% of a core (the two
-runs that missed p99 < 100 ms in sessions 22-23).  A brand's warm-up ends once in its life,
-and in production brands do not share their first hit: the benchmark's phases do not
-straddle that herd (its cost past the warm-up: ``sweepprobe.py --surge``)."""
+incidents opened in one boundary and the worker went from ~70% to 91% of a core (in sessions
+22-23 the two runs whose 70% phase it fell in had p99 1,550 and 1,435 ms).  A brand's
+warm-up ends once in its life, and in production brands do not share their first hit: the
+benchmark's phases do not straddle that herd (its cost past the warm-up: ``sweepprobe.py
+--surge``)."""
 _EN_TEXT = (
     "the a and i you it is was so this that my today just got really not very good bad food "
     "service order again never what why when they we store new time people love hate think "
