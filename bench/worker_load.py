@@ -154,6 +154,9 @@ class LatencyRun:
     in offset order: read when ``collect_alerts`` is given the matches topic."""
     send_s: float = 0.0
     """Seconds from the generator's first tick to the last post handed to its producer."""
+    late_s: float = 0.0
+    """How long after its schedule's end the generator handed over its last posts (the
+    posts due at the end go at the first tick after it: a few ms when it kept up)."""
     ack_wait_s: float = 0.0
     """Seconds from then until the broker had acknowledged every post."""
 
@@ -188,10 +191,11 @@ async def produce_at_rate(
     duration_s: float,
     on_start: Callable[[], None] | None = None,
 ) -> None:
-    """``run.rate`` posts/s for ``duration_s``, paced by a 5 ms timer; each tick sends the
-    posts due so far as one batch per partition with ``created_at = ingested_at =`` the
-    tick's wall time.  Post bodies, keys and partitions are prepared before the clock
-    starts, so the generator costs little CPU next to the worker it measures.
+    """``run.rate`` posts/s for ``duration_s``, paced by a 5 ms timer; each tick (and one
+    at the end) sends the posts due so far as one batch per partition with ``created_at =
+    ingested_at =`` the tick's wall time.  Post bodies, keys and partitions are prepared
+    before the clock starts, so the generator costs little CPU next to the worker it
+    measures.
     ``on_start()`` is called as the clock starts (after that preparation, which takes
     a second or two at high rates and is no part of the load)."""
     rng = random.Random(2)
@@ -212,8 +216,10 @@ async def produce_at_rate(
         next_alarm = 0.0
         brand_cycle = 0
         i = 0
-        while (elapsed := time.monotonic() - started) < duration_s:
-            due = min(total, int(run.rate * elapsed))
+        while True:
+            elapsed = time.monotonic() - started
+            last = elapsed >= duration_s  # this tick sends the posts due up to the end
+            due = min(total, int(run.rate * min(elapsed, duration_s)))
             if i < due:
                 now_ms = int(time.time() * 1000)
                 stamp = b'"' + format_rfc3339_ms(now_ms).encode() + b'"'
@@ -242,9 +248,12 @@ async def produce_at_rate(
                     futures.append(await producer.send_batch(batch, topic, partition=q))
                 run.sent += due - i
                 i = due
+            if last:
+                break
             await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - started - elapsed)))
         handed = time.monotonic()
         run.send_s += handed - started
+        run.late_s = handed - started - duration_s
         await asyncio.gather(*futures)
         run.ack_wait_s += time.monotonic() - handed
     finally:
