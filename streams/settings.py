@@ -30,6 +30,8 @@ worker benchmark's load, each finding 6-15 unreachable objects.  Every 600 s (un
 of the time."""
 FULL_GC_MIN_S = 60.0
 """Shortest CRISISWATCH_FULL_GC_S other than 0 (never): the pause is hundreds of ms."""
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""Values of CRISISWATCH_EVENT_LOOP, the default first."""
 FETCH_MIN_BYTES_DEFAULT = 1
 """Default of CRISISWATCH_FETCH_MIN_BYTES (Kafka's): the broker answers the match loop's
 fetch of ``posts`` as soon as it has anything.  A higher minimum makes fewer, fuller fetches:
@@ -143,6 +145,8 @@ class Settings:
     """The match loop's fetches of ``posts`` wait for this many bytes ..."""
     fetch_max_wait_ms: int = FETCH_MAX_WAIT_DEFAULT_MS
     """... or this long, whichever comes first."""
+    event_loop: str = EVENT_LOOPS[0]
+    """The worker's event loop: ``uvloop`` or the standard library's ``asyncio``."""
     log_level: str = "INFO"
     app_id: str = "crisiswatch-worker"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -243,6 +247,10 @@ class Settings:
                 f"CRISISWATCH_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR; got {log_level!r}"
             )
             raise SettingsError(msg)
+        event_loop = get("EVENT_LOOP", EVENT_LOOPS[0]).lower()
+        if event_loop not in EVENT_LOOPS:
+            msg = f"CRISISWATCH_EVENT_LOOP: expected {' or '.join(EVENT_LOOPS)}; got {event_loop!r}"
+            raise SettingsError(msg)
         fetch_wait = parse_duration_ms(
             get("FETCH_MAX_WAIT", f"{FETCH_MAX_WAIT_DEFAULT_MS}ms"), "CRISISWATCH_FETCH_MAX_WAIT"
         )
@@ -279,6 +287,7 @@ class Settings:
             full_gc_s=full_gc_s,
             fetch_min_bytes=integer("FETCH_MIN_BYTES", FETCH_MIN_BYTES_DEFAULT, 1, 16 << 20),
             fetch_max_wait_ms=fetch_wait,
+            event_loop=event_loop,
             log_level=log_level,
             app_id=get("APP_ID", f"{prefix}-worker"),
             security=security,

@@ -22,6 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """The worker's event loop (``CRISISWATCH_EVENT_LOOP``).  With ``uvloop`` it is the
+    policy too, so the loops faust starts in threads (its consumer's) are uvloop's."""
+    if kind == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.new_event_loop()
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             # faust has just set up the handlers: their writes go off the event loop
             log_in_background(logger, on_drop=worker.metrics.log_lines_dropped.inc)
 
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    asyncio.set_event_loop(new_event_loop(settings.event_loop))
     w = Worker(
         worker.app,
         loglevel=settings.log_level,
@@ -69,12 +79,13 @@ def run(args: argparse.Namespace) -> int:
         redirect_stdouts=False,
     )
     log.info(
-        "worker %s: kafka %s, rules %s (%d brands), web port %d",
+        "worker %s: kafka %s, rules %s (%d brands), web port %d, event loop %s",
         settings.app_id,
         settings.kafka_bootstrap,
         settings.rules_dir,
         len(worker.rules.current.ruleset.brands),
         settings.web_port,
+        type(asyncio.get_event_loop()).__module__.split(".")[0],  # the loop it runs on
     )
     trace_path = os.environ.get("CRISISWATCH_MEMTRACE")
     if trace_path:

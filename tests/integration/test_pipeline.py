@@ -115,6 +115,7 @@ async def test_replay_gives_the_backtest_alerts_and_dead_letters(
         assert f"incident={event['data']['incident_id']}" in logged, event["id"]
     # faust's last line before the process exits
     assert logged.splitlines()[-1].rstrip().endswith("Closing event loop"), worker.tail()
+    assert "event loop uvloop" in logged  # the default (CRISISWATCH_EVENT_LOOP)
 
 
 async def test_sigkill_mid_stream_resumes_from_the_changelog(
@@ -175,7 +176,11 @@ async def test_two_workers_split_the_partitions(
     expected = expected_events(rules_dir, items)
     await _prepare(kafka_bootstrap, topic_prefix)
     first = WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "w1", rules_dir).start()
-    second = WorkerProcess(kafka_bootstrap, topic_prefix, tmp_path / "w2", rules_dir)
+    # the other event loop the worker runs on: both give the backtest's alerts
+    standard = {"CRISISWATCH_EVENT_LOOP": "asyncio"}
+    second = WorkerProcess(
+        kafka_bootstrap, topic_prefix, tmp_path / "w2", rules_dir, extra_env=standard
+    )
     try:
         second.start()
         # both ready means both have partitions after the rebalance
@@ -196,3 +201,6 @@ async def test_two_workers_split_the_partitions(
     finally:
         first.stop()
         second.stop()
+    assert first.log_path is not None and second.log_path is not None
+    assert "event loop uvloop" in first.log_path.read_text(errors="replace")
+    assert "event loop asyncio" in second.log_path.read_text(errors="replace")

@@ -17,6 +17,7 @@ def test_defaults() -> None:
     assert s.state_flush_s == 5.0
     assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (1, 500)
     assert s.full_gc_s == 3600.0
+    assert s.event_loop == "uvloop"
 
 
 def test_values_are_read_and_typed() -> None:
@@ -32,6 +33,7 @@ def test_values_are_read_and_typed() -> None:
             "CRISISWATCH_FETCH_MIN_BYTES": "65536",
             "CRISISWATCH_FETCH_MAX_WAIT": "10ms",
             "CRISISWATCH_FULL_GC_S": "600",
+            "CRISISWATCH_EVENT_LOOP": "AsyncIO",
         }
     )
     assert s.topic("alerts") == "acme-prod.alerts"
@@ -41,6 +43,7 @@ def test_values_are_read_and_typed() -> None:
     assert s.state_flush_s == 0.25
     assert (s.fetch_min_bytes, s.fetch_max_wait_ms) == (65_536, 10)
     assert s.full_gc_s == 600.0
+    assert s.event_loop == "asyncio"
     assert Settings.from_env({"CRISISWATCH_FULL_GC_S": "0"}).full_gc_s == 0  # never
 
 
@@ -100,6 +103,11 @@ def test_values_are_read_and_typed() -> None:
             "CRISISWATCH_FULL_GC_S",
             "hourly",
             "CRISISWATCH_FULL_GC_S: expected 0 (never) or a number from 60 to 86400; got 'hourly'",
+        ),
+        (
+            "CRISISWATCH_EVENT_LOOP",
+            "tokio",
+            "CRISISWATCH_EVENT_LOOP: expected uvloop or asyncio; got 'tokio'",
         ),
     ],
 )
