@@ -23,12 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
-    """The worker's event loop (``CRISISWATCH_EVENT_LOOP``).  With ``uvloop`` it is the
-    policy too, so the loops faust starts in threads (its consumer's) are uvloop's."""
+    """The worker's event loop (``CRISISWATCH_EVENT_LOOP``).  Not the policy: faust's
+    consumer thread keeps a standard loop of its own, as in the runs that measured uvloop
+    (with uvloop there too, both full benchmark runs had ageing-row stalls from the
+    worker's ninth minute; not told apart from the machine's slow hour: BENCHMARKS.md,
+    session 24)."""
     if kind == "uvloop":
         import uvloop
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 
