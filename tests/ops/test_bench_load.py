@@ -7,7 +7,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bench.worker_load import PARTITIONS, LatencyRun, produce_at_rate
+# through bench_worker, which puts bench/ on the path for worker_load's own imports
+from bench.bench_worker import PARTITIONS, LatencyRun, produce_at_rate
 from tests.kafkautil import consume_all, create_topics
 
 
