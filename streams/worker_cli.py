@@ -24,10 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     """The worker's event loop (``CRISISWATCH_EVENT_LOOP``).  Not the policy: faust's
-    consumer thread keeps a standard loop of its own, as in the runs that measured uvloop
-    (with uvloop there too, both full benchmark runs had ageing-row stalls from the
-    worker's ninth minute; not told apart from the machine's slow hour: BENCHMARKS.md,
-    session 24)."""
+    consumer thread keeps a standard loop of its own, as in the runs that measured uvloop's
+    saving (two full runs with uvloop there too had ageing-row stalls; a later pair, with
+    and without it, had none: BENCHMARKS.md, session 24)."""
     if kind == "uvloop":
         import uvloop
 
