@@ -936,19 +936,29 @@ class Detector:
         scans cost more).
         """
         step_before = now_ms - plan.max_window_ms
+        cache = state.cache
+        run = cache.get("run")
+        # running counts moved on from boundary ``now_ms`` only read buckets from
+        # ``now_ms - window`` on (see _counts); from an earlier boundary they may subtract
+        # a bucket about to be dropped.  Moved to ``now_ms`` first (buckets before the
+        # last boundary never change): dropped, every window was summed afresh at the
+        # brand's next evaluation, on the sweep's path, once 10-minute windows had filled
+        # (BENCHMARKS.md, session 26)
+        if (
+            run is not None
+            and run[0] != now_ms
+            and any(s.keys and s.keys[0] < step_before for s in state.series.values())
+        ):
+            if run[0] is None or run[1] is None:
+                del cache["run"]
+            else:
+                cache["run"] = (now_ms, self._counts(state, plan, now_ms, run[0], run[1]))
         pruned = False
         for series in state.series.values():
             if series.prune_steps(step_before):
                 pruned = True
             series.prune_samples(now_ms, prev_ms)
-        # running counts moved on from boundary ``now_ms`` only read buckets from
-        # ``now_ms - window`` on (see _counts): still valid.  From an earlier boundary
-        # they may subtract a bucket just dropped: rebuilt on demand
         if pruned:
-            cache = state.cache
-            run = cache.get("run")
-            if run is not None and run[0] != now_ms:
-                del cache["run"]
             # a window's authors moved on from a bucket just dropped cannot subtract it;
             # a brand whose window is not read any more thus frees them too
             for key in [k for k, v in cache.items() if type(v) is AuthorsCache]:

@@ -695,6 +695,18 @@ def test_next_candidate_from_running_counts_equals_the_bucket_sweep(
     plan = d._plans["acme"]
 
     def check(s: BrandState, bare: BrandState) -> None:
+        run = s.cache.get("run")
+        if run is not None and run[1] is not None:  # kept (moved on at a tidy too): exact
+            assert run[1] == [
+                sum(
+                    n
+                    for k, n in s.series[rp.series].counts.items()
+                    if run[0] - rp.window_ms <= k < run[0]
+                )
+                if rp.series in s.series
+                else 0
+                for rp in plan.rules
+            ]
         lo = s.last_boundary_ms
         if lo is not None and s.first_hit_ms is not None:
             for hi in (lo + 1_000, lo + 3_000, lo + 20_000):
