@@ -178,7 +178,8 @@ def _forget_ids(dedup: dict[str, int], boundary_ms: int) -> None:
     """Forget the ids of posts created before ``boundary_ms``, the boundary just evaluated.
 
     Such a post is late from now on, copies included (lateness is checked first), so its
-    id need not be kept.  At every advance, the worker's too (``advance(tidy=False)``):
+    id need not be kept.  At every advance, the worker's too (``advance(tidy=False)``;
+    with ``finish=False`` once the boundary's alerts are out, before the brand's next hit):
     a brand keeping more than ``ADVANCE_AFTER_IDS`` ids is due at the next boundary, and
     while the ids it had when advanced waited for its write-back (up to
     ``CRISISWATCH_STATE_FLUSH_S``), every hit made it due at every step until then: 2.5
@@ -272,6 +273,8 @@ class Detector:
     ) -> tuple[str, int | None]:
         """``(status, due)``: the status ``observe`` returns and, when ``with_due`` and
         the hit was counted, what ``hit_due_ms`` would return (else None)."""
+        if state.unfinished is not None:
+            self.finish(state)
         plan = self._plans.get(state.brand)
         if plan is None:
             return _IGNORED
@@ -317,6 +320,7 @@ class Detector:
         """After ``observe`` counted a hit created at ``ts``: the boundary where the brand
         must next be advanced, or None when it need not be (see ``_quiet``).
         """
+        self.finish(state)
         plan = self._plans.get(state.brand)
         last = state.last_boundary_ms
         quiet = state.cache.get("quiet")
@@ -460,6 +464,7 @@ class Detector:
 
     def next_due_ms(self, state: BrandState) -> int | None:
         """First boundary where ``advance`` would evaluate anything; None: none until a hit."""
+        self.finish(state)
         plan = self._plans.get(state.brand)
         if plan is None or state.first_hit_ms is None:
             return None
@@ -672,7 +677,7 @@ class Detector:
         return floor, last
 
     def advance(
-        self, state: BrandState, watermark_ms: int, *, tidy: bool = True
+        self, state: BrandState, watermark_ms: int, *, tidy: bool = True, finish: bool = True
     ) -> list[AlertEvent]:
         """Evaluate every boundary <= ``watermark_ms`` not yet evaluated, in order.
 
@@ -680,9 +685,13 @@ class Detector:
         does nothing.  ``tidy=False`` leaves forgetting what no window reads (expired
         buckets and samples: a third of the work) to a later ``tidy`` call, so the
         caller can send the alerts first; decisions are the same either way.  The ids
-        of posts created before the last boundary are forgotten either way
-        (``_forget_ids``).
+        of posts created before the last boundary are forgotten (``_forget_ids``)
+        either way, and ``_quiet``'s totals moved to the new boundary; ``finish=False``
+        (with ``tidy=False`` only) leaves those two to ``finish``, which every other
+        call on the state runs first: the worker's sweep sends a boundary's alerts
+        before this bookkeeping, for every partition.
         """
+        self.finish(state)
         plan = self._plans.get(state.brand)
         if plan is None:
             state.incidents.clear()
@@ -718,12 +727,39 @@ class Detector:
             state.last_boundary_ms = t
             t += step
         state.cache["run"] = (run_at, counts)
-        self._move_quiet(state, plan, prev, target)
         state.last_boundary_ms = target
-        _forget_ids(state.dedup, target)
+        if finish or tidy:
+            self._move_quiet(state, plan, prev, target)
+            _forget_ids(state.dedup, target)
+        else:
+            state.unfinished = (prev,)
         if tidy:
             self._prune(state, plan, prev, target)
         return events
+
+    def finish(self, state: BrandState) -> None:
+        """What ``advance(..., finish=False)`` left: move ``_quiet``'s totals from the
+        brand's previous boundary to its last, and forget the ids of posts created before
+        the last.  A no-op otherwise.
+
+        Every other entry point runs it first (counting a hit, advancing, tidying,
+        ``hit_due_ms``, ``next_due_ms``): a hit counted before it would be missing from
+        the moved totals, and pruning before it would drop buckets the move subtracts.
+        So the decisions are the same whenever it runs; the worker runs it once a
+        boundary's alerts are out (``streams.stages.DetectStage``).
+        """
+        left = state.unfinished
+        if left is None:
+            return
+        state.unfinished = None
+        target = state.last_boundary_ms
+        assert target is not None  # set by the advance that left this
+        plan = self._plans.get(state.brand)
+        if plan is not None:
+            self._move_quiet(state, plan, left[0], target)
+        else:  # the brand was removed by a rule reload since: its totals are of no use
+            state.cache.pop("quiet", None)
+        _forget_ids(state.dedup, target)
 
     def tidy(self, state: BrandState, prev_ms: int | None) -> None:
         """What ``advance(..., tidy=False)`` left: forget the buckets and samples no window
@@ -732,6 +768,7 @@ class Detector:
         ``prev_ms``: the brand's last boundary before the first of those advances.
         Never changes a decision (an unpruned bucket or sample is only never read).
         """
+        self.finish(state)
         plan = self._plans.get(state.brand)
         target = state.last_boundary_ms
         if plan is not None and target is not None and target != prev_ms:

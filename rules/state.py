@@ -75,6 +75,7 @@ class BrandState:
         "sealed_ms",
         "segments",
         "series",
+        "unfinished",
     )
 
     def __init__(self, brand: str) -> None:
@@ -98,6 +99,9 @@ class BrandState:
         """Hits dropped because their post id was already counted."""
         self.cache: dict[Any, Any] = {}
         """Derived values (running sums, thresholds); not serialised."""
+        self.unfinished: tuple[int | None] | None = None
+        """``(previous last boundary,)`` while an ``advance(..., finish=False)`` has left
+        its bookkeeping to ``Detector.finish``; not serialised (see there)."""
         # the incremental form's bookkeeping (write_state); the detector never reads it
         self.sealed_ms: int | None = None
         """Step buckets that start before this are stored in segments."""

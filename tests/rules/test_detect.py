@@ -595,6 +595,81 @@ def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
     _lockstep(d, ops, "quiet", 2, check)
 
 
+def test_a_sweep_can_leave_its_bookkeeping_to_the_next_call_on_the_state() -> None:
+    """``advance(tidy=False, finish=False)``, the worker's sweep, returns its events with
+    the quiet totals still at the previous boundary and the ids behind the new one kept;
+    ``finish`` does both, and the next hit counted runs it first."""
+    d = Detector(ruleset(keyword(min_count=1_000)), lateness_ms=0, step_ms=1_000)
+    s, ref = d.new_state("acme"), d.new_state("acme")
+    for st_ in (s, ref):
+        d.observe(st_, hit(0, 10_000, "recall"))
+        d.advance(st_, 11_000)
+        for n in range(1, 6):
+            d.observe(st_, hit(n, 11_000 + n * 100, "recall"))
+        assert d.next_due_ms(st_) is None  # builds the quiet totals at 11 s: far from 1,000
+    assert d.advance(s, 14_000, tidy=False, finish=False) == []
+    assert d.advance(ref, 14_000, tidy=False) == []
+    assert s.unfinished == (11_000,) and ref.unfinished is None
+    assert len(s.dedup) == 5 and ref.dedup == {}
+    assert s.cache["quiet"][0] == 11_000 and ref.cache["quiet"][0] == 14_000
+    assert d.observe(s, hit("a", 14_200, "recall")) == "counted"  # finishes first
+    assert d.observe(ref, hit("a", 14_200, "recall")) == "counted"
+    assert s.unfinished is None
+    assert s.dedup == ref.dedup and len(s.dedup) == 1
+    assert s.cache["quiet"][0] == 14_000 and s.cache["quiet"][2] == ref.cache["quiet"][2]
+    assert dump_state(s) == dump_state(ref)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ops(5, 90))
+def test_a_sweep_that_leaves_its_bookkeeping_to_finish_decides_as_one_that_does_not(
+    ops: list[tuple[int, int, str]],
+) -> None:
+    """After any mix of hits (late ones too), advances by one step or many that leave
+    their bookkeeping to ``finish`` (``finish=False``), tidies, ``next_due_ms`` and
+    ``hit_due_ms``, every answer and event equals that of a state advanced with
+    ``finish=True``, and whenever nothing is left to finish the two states are the same
+    (their quiet totals too)."""
+    d = Detector(
+        ruleset(
+            keyword("a", min_count=3, window_ms=3_000),
+            keyword("b", min_count=6, window_ms=7_000, resolve_after_ms=2_000),
+            velocity("v", window_ms=5_000, baseline_ms=20_000, min_count=8, warmup_ms=3_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+    s, ref = d.new_state("acme"), d.new_state("acme")
+    now, n = 10_000, 0
+    prev: int | None = None
+    for kind, dt, rule in ops:
+        if kind < 2:
+            n += 1
+            ts = now - 500 + dt
+            made = [hit(n, ts, *([rule] if rule else [])) for _ in range(2)]
+            assert d.observe(s, made[0]) == d.observe(ref, made[1])
+            assert s.unfinished is None
+            assert d.hit_due_ms(s, ts) == d.hit_due_ms(ref, ts)
+        elif kind < 4:
+            if prev is None:
+                prev = s.last_boundary_ms
+            now += 1_000 if dt < 2_200 else 9_000 + dt
+            events = d.advance(s, now, tidy=False, finish=False)
+            assert events == d.advance(ref, now, tidy=False)
+        elif dt % 2:
+            d.tidy(s, prev)
+            d.tidy(ref, prev)
+            prev = None
+        else:
+            assert d.next_due_ms(s) == d.next_due_ms(ref)
+        if s.unfinished is None:
+            assert dump_state(s) == dump_state(ref)
+            assert s.cache.get("quiet") == ref.cache.get("quiet")
+    d.finish(s)
+    assert dump_state(s) == dump_state(ref)
+    assert s.cache.get("quiet") == ref.cache.get("quiet")
+
+
 @settings(max_examples=200, deadline=None)
 @given(_ops(4, 90))
 def test_window_authors_moved_by_each_step_equal_authors_counted_afresh(

@@ -409,6 +409,82 @@ def test_a_sweep_goes_ahead_of_the_hits_it_cannot_read(rules_dir: Path) -> None:
         assert agent_like.dump(brand) == at_once.dump(brand)
 
 
+def test_a_sweep_leaves_its_bookkeeping_to_the_partitions_next_record(rules_dir: Path) -> None:
+    """A record whose tick reaches a new boundary sweeps the partition's due brands and
+    leaves the rest of their bookkeeping (``Detector.finish``) and their next due times
+    to the partition's next record, which does it before anything else: the alerts of
+    all four partitions' sweeps go out first.  Run so, record by record, the events are
+    the engine's, and the states those of a stage that ran every record at once."""
+    items = scenario.posts()
+    expected = engine_events(rules_dir, items)
+    _, _, match, agent_like, _ = make(rules_dir)
+    records = matches_records(match, items, batched=True)
+    _, _, _, at_once, _ = make(rules_dir)
+    got, left, finished = [], 0, 0
+    for record in records:
+        q = record.partition
+        waiting = list(agent_like._unfinished.get(q, ()))
+        out = DetectOutput()
+        for _ in agent_like.steps([record], out, lambda: False):
+            pass
+        got.extend(out.events)
+        for brand in waiting:  # finished first: then swept again, or not advanced at all
+            st = agent_like.states[brand]
+            assert st.unfinished is None or brand in agent_like._unfinished.get(q, ())
+            finished += 1
+        for brand in agent_like._unfinished.get(q, ()):
+            assert partition_for(brand, PARTS) == q
+            left += agent_like.states[brand].unfinished is not None
+        at_once.process([record])
+    assert left > 5 and finished > 5
+    assert {e.id: e.to_cloudevent() for e in got} == {e.id: e.to_cloudevent() for e in expected}
+    assert len(got) == len(expected)
+    agent_like.count_held()
+    for brand in at_once.states:
+        assert agent_like.dump(brand) == at_once.dump(brand)  # dump finishes and tidies first
+
+
+def test_a_partition_of_ticks_alone_still_sweeps_each_brand_on_time(tmp_path: Path) -> None:
+    """An idle partition sends ticks and nothing else, so every record is a sweep and
+    the bookkeeping a sweep leaves is finished by the next one, before it sweeps: an
+    incident opens and resolves at the record whose watermark first reaches the
+    boundary the detector decides it at."""
+    brands = tmp_path / "brands"
+    brands.mkdir()
+    (brands / "acme.yaml").write_text(
+        "brand: acme\nmentions:\n  query: acme\nrules:\n"
+        "  - {id: recall, kind: keyword, query: recall, min_count: 1, window: 1m,"
+        " resolve_after: 30s, crisis_type: product_quality, severity: high}\n"
+    )
+    _, holder, _, detect, _ = make(brands)  # lateness 60 s, step 10 s
+    q = partition_for("acme", PARTS)
+    t0 = 1_795_766_400_000
+    at = t0 + 105_000
+    the_hit = Hit("acme", "p:1", "mastodon", at, "mastodon:1", "u1", 1, ("recall",),
+                  "acme recall", None, format_rfc3339_ms(at))  # fmt: skip
+    # what the detector decides for this hit, evaluating every boundary in one advance
+    alone = holder.current.detector
+    st = alone.new_state("acme")
+    alone.observe(st, the_hit)
+    decided = [(e.type, e.time_ms) for e in alone.advance(st, t0 + 600_000)]
+    assert [t.rsplit(".", 1)[-1] for t, _ in decided] == ["opened", "resolved"]
+
+    def record(offset: int, hits: list[Hit], newest_ms: int) -> Record:
+        tick = Tick("s1", {p: PartitionReport(newest_ms, False, 0) for p in range(PARTS)})
+        return Record("p.matches", q, offset, None, encode_batch(hits, tick))
+
+    seen = []
+    for n in range(60):  # one tick every 10 s of event time: watermark 100 s, 110 s, ...
+        newest = t0 + 160_000 + n * 10_000
+        out = DetectOutput()
+        rec = record(n, [the_hit] if n == 0 else [], newest)
+        for _ in detect.steps([rec], out, lambda: False):
+            pass
+        seen.extend((e.type, e.time_ms, newest - 60_000) for e in out.events)
+    assert [(t, ms) for t, ms, _ in seen] == decided
+    assert all(wm == ms for _, ms, wm in seen)  # at the first tick that reaches it
+
+
 def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
     """A record reaching a new boundary counts, before its sweep, only the hits that
     boundary's windows read (held ones included); the others stay held through it, so
