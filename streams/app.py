@@ -244,7 +244,7 @@ def build_app(settings: Settings, registry: CollectorRegistry | None = None) -> 
         # Brand states are written back to the table at most every `state_flush_s`, and the
         # events are acked only after the states they changed are written: the changelog
         # always covers every committed offset (a restart replays the rest; repeated
-        # post ids are dropped), and a busy brand is serialised once per interval (2 s by
+        # post ids are dropped), and a busy brand is serialised once per interval (5 s by
         # default), not once per batch.
         last_flush = time.monotonic()
         writer: asyncio.Task[None] | None = None
