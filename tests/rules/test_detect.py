@@ -568,6 +568,20 @@ def _lockstep(
     return s, bare
 
 
+def _quiet_detector() -> Detector:
+    """Two keyword rules and a velocity rule with a warm-up, at 1 s steps: the quiet
+    totals' and the deferred bookkeeping's property tests."""
+    return Detector(
+        ruleset(
+            keyword("a", min_count=3, window_ms=3_000),
+            keyword("b", min_count=6, window_ms=7_000, resolve_after_ms=2_000),
+            velocity("v", window_ms=5_000, baseline_ms=20_000, min_count=8, warmup_ms=3_000),
+        ),
+        lateness_ms=0,
+        step_ms=1_000,
+    )
+
+
 @settings(max_examples=150, deadline=None)
 @given(_ops(4, 80))
 def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
@@ -578,15 +592,7 @@ def test_quiet_totals_moved_by_advance_equal_totals_summed_afresh(
     skips rules by them; after any mix of hits, advances by one step or many, and tidies,
     they equal a sum over the buckets, and every decision equals that of a state whose
     totals are dropped before each call."""
-    d = Detector(
-        ruleset(
-            keyword("a", min_count=3, window_ms=3_000),
-            keyword("b", min_count=6, window_ms=7_000, resolve_after_ms=2_000),
-            velocity("v", window_ms=5_000, baseline_ms=20_000, min_count=8, warmup_ms=3_000),
-        ),
-        lateness_ms=0,
-        step_ms=1_000,
-    )
+    d = _quiet_detector()
 
     def check(s: BrandState, bare: BrandState) -> None:
         assert s.cache.get("quiet") is None or s.cache["quiet"][0] == s.last_boundary_ms
@@ -630,15 +636,7 @@ def test_a_sweep_that_leaves_its_bookkeeping_to_finish_decides_as_one_that_does_
     ``hit_due_ms``, every answer and event equals that of a state advanced with
     ``finish=True``, and whenever nothing is left to finish the two states are the same
     (their quiet totals too)."""
-    d = Detector(
-        ruleset(
-            keyword("a", min_count=3, window_ms=3_000),
-            keyword("b", min_count=6, window_ms=7_000, resolve_after_ms=2_000),
-            velocity("v", window_ms=5_000, baseline_ms=20_000, min_count=8, warmup_ms=3_000),
-        ),
-        lateness_ms=0,
-        step_ms=1_000,
-    )
+    d = _quiet_detector()
     s, ref = d.new_state("acme"), d.new_state("acme")
     now, n = 10_000, 0
     prev: int | None = None

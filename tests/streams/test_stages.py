@@ -444,19 +444,25 @@ def test_a_sweep_leaves_its_bookkeeping_to_the_partitions_next_record(rules_dir:
         assert agent_like.dump(brand) == at_once.dump(brand)  # dump finishes and tidies first
 
 
-def test_a_partition_of_ticks_alone_still_sweeps_each_brand_on_time(tmp_path: Path) -> None:
-    """An idle partition sends ticks and nothing else, so every record is a sweep and
-    the bookkeeping a sweep leaves is finished by the next one, before it sweeps: an
-    incident opens and resolves at the record whose watermark first reaches the
-    boundary the detector decides it at."""
+def _acme_brands(tmp_path: Path, more: str = "") -> Path:
+    """A brands directory: acme, with one keyword rule (recall, min_count 1, window 1m,
+    and ``more``)."""
     brands = tmp_path / "brands"
     brands.mkdir()
     (brands / "acme.yaml").write_text(
         "brand: acme\nmentions:\n  query: acme\nrules:\n"
         "  - {id: recall, kind: keyword, query: recall, min_count: 1, window: 1m,"
-        " resolve_after: 30s, crisis_type: product_quality, severity: high}\n"
+        f"{more} crisis_type: product_quality, severity: high}}\n"
     )
-    _, holder, _, detect, _ = make(brands)  # lateness 60 s, step 10 s
+    return brands
+
+
+def test_a_partition_of_ticks_alone_still_sweeps_each_brand_on_time(tmp_path: Path) -> None:
+    """An idle partition sends ticks and nothing else, so every record is a sweep and
+    the bookkeeping a sweep leaves is finished by the next one, before it sweeps: an
+    incident opens and resolves at the record whose watermark first reaches the
+    boundary the detector decides it at."""
+    _, holder, _, detect, _ = make(_acme_brands(tmp_path, " resolve_after: 30s,"))
     q = partition_for("acme", PARTS)
     t0 = 1_795_766_400_000
     at = t0 + 105_000
@@ -473,7 +479,7 @@ def test_a_partition_of_ticks_alone_still_sweeps_each_brand_on_time(tmp_path: Pa
         tick = Tick("s1", {p: PartitionReport(newest_ms, False, 0) for p in range(PARTS)})
         return Record("p.matches", q, offset, None, encode_batch(hits, tick))
 
-    seen = []
+    seen: list[tuple[str, int, int]] = []
     for n in range(60):  # one tick every 10 s of event time: watermark 100 s, 110 s, ...
         newest = t0 + 160_000 + n * 10_000
         out = DetectOutput()
@@ -491,14 +497,7 @@ def test_held_hits_wait_until_a_sweep_reads_them(tmp_path: Path) -> None:
     its alerts wait for no other counting.  A record reaching no boundary counts all
     but those created at or after the next boundary, which stay held until a record
     whose next boundary is past them."""
-    brands = tmp_path / "brands"
-    brands.mkdir()
-    (brands / "acme.yaml").write_text(
-        "brand: acme\nmentions:\n  query: acme\nrules:\n"
-        "  - {id: recall, kind: keyword, query: recall, min_count: 1, window: 1m,"
-        " crisis_type: product_quality, severity: high}\n"
-    )
-    _, _, _, detect, _ = make(brands)  # lateness 60 s, step 10 s
+    _, _, _, detect, _ = make(_acme_brands(tmp_path))  # lateness 60 s, step 10 s
     q = partition_for("acme", PARTS)
     t0 = 1_795_766_400_000
 
