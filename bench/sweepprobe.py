@@ -27,6 +27,15 @@ where it does in the benchmark (after ~28 minutes; until session 23 the ~19th), 
 garbage collector is set up as
 in the worker (no automatic full collections; what lives from the start, and what each
 write-back kept, frozen).  Each report also gives the resident size and the frozen count.
+
+``--split`` also times the parts (each method's calls, inclusive of what it calls, with
+``time.perf_counter`` around every call: a few percent on top): of the boundary records,
+the detector's sweep (``Detector.advance``) and within it the window counts (``_counts``),
+the decisions (``_evaluate``) and the search for the next boundary that can change anything
+(``_next_candidate``), and the bookkeeping left for later (``Detector.finish``) and the
+next due times (``next_due_ms``); of the match stage, decoding (``decode_post``), matching
+(``Matcher.match``) and building the hits (``Hit.from_post``).  Reported in ms a boundary
+record and us a post (BENCHMARKS.md, session 26's split was a throwaway version of this).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,6 +66,10 @@ from worker_load import (
     write_brands,
 )
 
+import rules.detect
+import rules.matcher
+import rules.model
+import streams.stages
 from rules.watermark import PartitionReport
 from rules.windows import floor_to
 from streams.app import freeze_long_lived, freeze_young, no_automatic_full_gc
@@ -70,6 +84,58 @@ CHUNK_MS = 100
 FLUSH_MS = 2_000
 """Event time between tidies (the worker's state write-back, ``CRISISWATCH_STATE_FLUSH_S``)."""
 START_MS = 1_795_800_000_000
+
+
+DETECT_PARTS = ("advance", "_counts", "_evaluate", "_next_candidate", "finish", "next_due_ms")
+"""``Detector`` methods timed by ``--split`` (ms a boundary record)."""
+MATCH_PARTS = ("decode_post", "match", "from_post")
+"""The match stage's parts timed by ``--split`` (us a post)."""
+
+
+class Split:
+    """Seconds spent in each timed part since the last ``take`` (inclusive of the calls
+    it makes; a recursive call is counted once, at the outermost)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self.depth: dict[str, int] = {}
+
+    def wrap(self, name: str, fn: Any) -> Any:
+        spent, depth = self.spent, self.depth
+        spent[name] = 0.0
+        depth[name] = 0
+        clock = time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if depth[name]:
+                return fn(*args, **kwargs)
+            depth[name] = 1
+            started = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += clock() - started
+                depth[name] = 0
+
+        return timed
+
+    def install(self) -> None:
+        """Patch the timed parts (for the rest of this process)."""
+        detector = rules.detect.Detector
+        for name in DETECT_PARTS:
+            setattr(detector, name, self.wrap(name, getattr(detector, name)))
+        streams.stages.decode_post = self.wrap("decode_post", streams.stages.decode_post)
+        matcher = rules.matcher.Matcher
+        matcher.match = self.wrap("match", matcher.match)  # type: ignore[method-assign]
+        rules.model.Hit.from_post = staticmethod(  # type: ignore[method-assign]
+            self.wrap("from_post", rules.model.Hit.from_post)
+        )
+
+    def take(self) -> dict[str, float]:
+        taken = dict(self.spent)
+        for name in self.spent:
+            self.spent[name] = 0.0
+        return taken
 
 
 def rewrite_surge(directory: Path, spec: str) -> None:
@@ -98,7 +164,14 @@ def main() -> int:
         default=0,
         help="posts before the run, as the worker benchmark's pre-load (e.g. 200000)",
     )
+    parser.add_argument(
+        "--split", action="store_true", help="also time the sweep's and the match stage's parts"
+    )
     args = parser.parse_args()
+    split: Split | None = None
+    if args.split:
+        split = Split()
+        split.install()
     brands = Path(tempfile.mkdtemp(prefix="sweepprobe-")) / "brands"
     write_brands(brands, args.brands)
     if args.surge:
@@ -121,6 +194,10 @@ def main() -> int:
     spent = [0.0, 0, 0.0, 0, 0.0]
     matched = [0.0, 0]
     """CPU seconds in ``MatchStage.process`` (this thread's), posts."""
+    in_boundaries: dict[str, float] = dict.fromkeys(DETECT_PARTS, 0.0)
+    """Seconds in each of ``DETECT_PARTS`` during boundary records (``--split``)."""
+    in_matching: dict[str, float] = dict.fromkeys(MATCH_PARTS, 0.0)
+    """Seconds in each of ``MATCH_PARTS`` (``--split``)."""
 
     def feed(texts_at: list[tuple[int, str]], now: int, seq: int) -> None:
         """Match these posts and send each matches partition its record, as the worker."""
@@ -140,6 +217,10 @@ def main() -> int:
         out = match.process(records)
         matched[0] += time.thread_time() - started
         matched[1] += len(records)
+        if split is not None:
+            taken = split.take()
+            for name in MATCH_PARTS:
+                in_matching[name] += taken[name]
         hits: list[list] = [[] for _ in range(PARTITIONS)]
         for h in out.hits:
             hits[partition_for(h.brand, PARTITIONS)].append(h)
@@ -161,6 +242,11 @@ def main() -> int:
             )
             spent[0 if crossed else 2] += took
             spent[1 if crossed else 3] += 1
+            if split is not None:
+                taken = split.take()
+                if crossed:
+                    for name in DETECT_PARTS:
+                        in_boundaries[name] += taken[name]
 
     print(f"{args.brands} brands, {args.rate:,} posts/s, surge rule {args.surge or 'as is'}")
     # the worker's garbage collection: no automatic full collections, what lives from the
@@ -190,6 +276,8 @@ def main() -> int:
         )
         spent = [0.0, 0, 0.0, 0, 0.0]
         matched = [0.0, 0]
+        in_boundaries = dict.fromkeys(DETECT_PARTS, 0.0)
+        in_matching = dict.fromkeys(MATCH_PARTS, 0.0)
     for chunk in range(args.seconds * 1000 // CHUNK_MS):
         t0 = START_MS + chunk * CHUNK_MS
         batch = []
@@ -223,6 +311,22 @@ def main() -> int:
                 f"frozen {gc.get_freeze_count():,}",
                 flush=True,
             )
+            if split is not None:
+                boundaries, posts = max(1, spent[1]), max(1, matched[1])
+                print(
+                    "    a boundary record: "
+                    + ", ".join(
+                        f"{name} {in_boundaries[name] / boundaries * 1000:.2f} ms"
+                        for name in DETECT_PARTS
+                    )
+                    + "; a post: "
+                    + ", ".join(
+                        f"{name} {in_matching[name] / posts * 1e6:.2f} us" for name in MATCH_PARTS
+                    ),
+                    flush=True,
+                )
+                in_boundaries = dict.fromkeys(DETECT_PARTS, 0.0)
+                in_matching = dict.fromkeys(MATCH_PARTS, 0.0)
             spent = [0.0, 0, 0.0, 0, 0.0]
             matched = [0.0, 0]
     late = sum(
