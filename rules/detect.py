@@ -258,6 +258,12 @@ class Detector:
                            post.author_key, post.ingested_at_ms, post, sample_of_post,
                            True)  # fmt: skip
 
+    def count_row(self, state: BrandState, row: list[Any]) -> tuple[str, int | None]:
+        """``observe_row`` and, when the hit was counted, ``hit_due_ms`` in one call: the
+        worker's detect stage, per hit (``count_post`` for rows)."""
+        return self._count(state, row[1], row[3], row[7], row[6], row[4], row[11], row,
+                           sample_of_row, True)  # fmt: skip
+
     def _count(
         self,
         state: BrandState,

@@ -459,11 +459,12 @@ class DetectStage:
         detector = self.rules.current.detector
         st = self.state(brand)
         if isinstance(hit, list):
-            result = detector.observe_row(st, hit)
+            # one call: a second (hit_due_ms) repeated the plan and quiet-totals lookups
+            result, due = detector.count_row(st, hit)
         else:
             result = detector.observe(st, hit)
+            due = detector.hit_due_ms(st, created_at_ms) if result == "counted" else None
         if result == "counted":
-            due = detector.hit_due_ms(st, created_at_ms)
             if due is not None:
                 self._schedule(partition, brand, due)
         elif result == "late":

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rules.detect import ADVANCE_AFTER_IDS, BrandState, Detector, dump_state
 from rules.incidents import ESCALATED, OPENED, RESOLVED, event_id, incident_id
-from rules.model import EscalateStep
+from rules.model import EscalateStep, Hit
 from rules.plan import RulePlan, WindowFigures
 from rules.windows import HIST_MS, AuthorsCache, floor_to
 from tests.rules.detect_support import MIN, hit, keyword, post, ruleset, velocity
@@ -378,8 +378,9 @@ def test_each_series_keeps_only_the_history_its_rules_read() -> None:
 
 
 def test_count_post_is_observe_post_then_hit_due_ms() -> None:
-    """The Engine's one-call path gives the status and due of the two-call path, through
-    late and duplicate posts, open incidents and advances."""
+    """The Engine's one-call path (and the worker's, ``count_row``) gives the status and
+    due of the two-call path, through late and duplicate posts, open incidents and
+    advances."""
     import random
 
     from rules.model import BrandMatch
@@ -394,7 +395,10 @@ def test_count_post_is_observe_post_then_hit_due_ms() -> None:
         when = ts - rng.choice((0, 0, 0, 70_000))  # some late
         p = post(rng.randrange(n + 1) if rng.random() < 0.05 else n, when, "acme")
         match = BrandMatch("acme", ("recall",) if rng.random() < 0.2 else ())
-        got = one.count_post(a, p, match)
+        if n % 2:
+            got = one.count_post(a, p, match)
+        else:  # the worker's rows (``count_row``) on every other post
+            got = one.count_row(a, Hit.from_post(p, match).to_row())
         status = two.observe_post(b, p, match)
         due = two.hit_due_ms(b, when) if status == "counted" else None
         assert got == (status, due)
