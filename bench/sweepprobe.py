@@ -46,6 +46,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +97,15 @@ class Split:
     """Seconds spent in each timed part since the last ``take`` (inclusive of the calls
     it makes; a recursive call is counted once, at the outermost)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
         self.spent: dict[str, float] = {}
         self.depth: dict[str, int] = {}
 
     def wrap(self, name: str, fn: Any) -> Any:
-        spent, depth = self.spent, self.depth
+        spent, depth, clock = self.spent, self.depth, self.clock
         spent[name] = 0.0
         depth[name] = 0
-        clock = time.perf_counter
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             if depth[name]:

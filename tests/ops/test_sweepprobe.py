@@ -7,7 +7,6 @@ import contextlib
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.sweepprobe import DETECT_PARTS, MATCH_PARTS, Split
@@ -17,32 +16,35 @@ PROBE_ARGS = ["--brands", "20", "--rate", "2000", "--seconds", "4", "--every", "
 
 
 def test_a_recursive_call_is_timed_once_at_the_outermost() -> None:
-    split = Split()
+    now = [0.0]
+    split = Split(clock=lambda: now[0])
 
-    def nap(depth: int) -> int:
-        time.sleep(0.02)
+    def work(depth: int) -> int:
+        now[0] += 20  # each level's own work
         return depth if depth == 0 else timed(depth - 1)
 
-    timed = split.wrap("nap", nap)
+    timed = split.wrap("work", work)
     assert timed(2) == 0
-    taken = split.take()
-    # three naps of 20 ms inside one outermost call: 60 ms, not 60 + 40 + 20
-    assert 0.06 <= taken["nap"] < 0.11
-    assert split.take() == {"nap": 0.0}
+    # three levels of 20 inside one outermost call: 60, not 60 + 40 + 20
+    assert split.take() == {"work": 60.0}
+    assert split.take() == {"work": 0.0}
+    assert timed(0) == 0
+    assert split.take() == {"work": 20.0}
 
 
 def test_an_exception_still_counts_its_time_and_leaves_the_part_reentrant() -> None:
-    split = Split()
+    now = [0.0]
+    split = Split(clock=lambda: now[0])
 
     def fail() -> None:
-        time.sleep(0.01)
+        now[0] += 10
         raise ValueError("no")
 
     timed = split.wrap("fail", fail)
     for _ in range(2):
         with contextlib.suppress(ValueError):
             timed()
-    assert split.take()["fail"] >= 0.02
+    assert split.take() == {"fail": 20.0}
 
 
 def test_a_short_run_reports_every_part() -> None:
