@@ -243,12 +243,6 @@ class Detector:
                            post.author_key, post.ingested_at_ms, post, sample_of_post,
                            False)[0]  # fmt: skip
 
-    def observe_row(self, state: BrandState, row: list[Any]) -> str:
-        """``observe(state, Hit.from_row(row))`` without building the Hit: the worker's
-        detect stage, which gets hits as rows from the matches topic."""
-        return self._count(state, row[1], row[3], row[7], row[6], row[4], row[11], row,
-                           sample_of_row, False)[0]  # fmt: skip
-
     def count_post(
         self, state: BrandState, post: Post, match: BrandMatch
     ) -> tuple[str, int | None]:
@@ -259,8 +253,9 @@ class Detector:
                            True)  # fmt: skip
 
     def count_row(self, state: BrandState, row: list[Any]) -> tuple[str, int | None]:
-        """``observe_row`` and, when the hit was counted, ``hit_due_ms`` in one call: the
-        worker's detect stage, per hit (``count_post`` for rows)."""
+        """``observe(state, Hit.from_row(row))`` and, when the hit was counted,
+        ``hit_due_ms``, in one call and without building the Hit: the worker's detect
+        stage, which gets hits as rows from the matches topic (``count_post`` for rows)."""
         return self._count(state, row[1], row[3], row[7], row[6], row[4], row[11], row,
                            sample_of_row, True)  # fmt: skip
 
